@@ -1,1 +1,796 @@
-//! (being written)
+//! The Docker engine as the checks see it: a bollard client in which every call has
+//! a timeout, every container is labelled with the run's id and removed again, and
+//! engine errors become typed errors with a fix hint.
+//!
+//! The CLI's `docker info` text is parsed here too, because the seed write-up checks
+//! the machine with `docker info | grep -i cdi`, and that text is what users look at.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+/// Label every container the harness creates carries; its value is the run id.
+pub const RUN_LABEL: &str = "io.cdi-harness.run";
+/// Label naming the scenario and check that created the container.
+pub const CHECK_LABEL: &str = "io.cdi-harness.check";
+
+/// Time limits for engine calls. Every call is bounded: a hung engine becomes a failed
+/// check with a message, never a hung harness.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Ping, info, create, start, remove, logs.
+    pub call: Duration,
+    /// From container start until it exits.
+    pub container: Duration,
+    /// Pulling a missing image.
+    pub pull: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            call: Duration::from_secs(20),
+            container: Duration::from_secs(60),
+            pull: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why the engine could not be used. Each message ends with what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The socket does not exist.
+    #[error("no Docker engine socket at {path}: {hint}")]
+    NoSocket {
+        /// The socket path.
+        path: PathBuf,
+        /// What to do.
+        hint: String,
+    },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on {path}: add the user to the docker group (NixOS: users.extraGroups.docker.members) and log in again, or run as root"
+    )]
+    PermissionDenied {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The engine did not answer in time.
+    #[error(
+        "the engine at {endpoint} did not answer `{call}` within {secs} s: check that dockerd is running (`systemctl status docker`)"
+    )]
+    Timeout {
+        /// Where.
+        endpoint: String,
+        /// Which call.
+        call: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// The engine refused a request.
+    #[error("{call}: {message}")]
+    Daemon {
+        /// Which call.
+        call: String,
+        /// The engine's message, verbatim.
+        message: String,
+        /// HTTP status code.
+        status: u16,
+    },
+    /// Transport or protocol failure.
+    #[error(
+        "{call} at {endpoint} failed: {message}: check that dockerd is running and DOCKER_HOST is right"
+    )]
+    Transport {
+        /// Where.
+        endpoint: String,
+        /// Which call.
+        call: String,
+        /// What bollard said.
+        message: String,
+    },
+    /// The `docker` CLI could not be run.
+    #[error("cannot run the docker CLI {cli}: {message}")]
+    Cli {
+        /// The binary.
+        cli: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Where to reach an engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `unix:///path` or `tcp://host:port`.
+    pub uri: String,
+    /// How it was chosen, for messages (`DOCKER_HOST`, `rootless socket`, …).
+    pub source: String,
+}
+
+impl Endpoint {
+    /// The engine of the `host` backend: `DOCKER_HOST` when set, else the rootless
+    /// socket when the machine makes it the default (`setSocketVariable = true`), else
+    /// the rootful socket.
+    pub fn for_host(rootless_default: bool) -> Endpoint {
+        if let Ok(h) = std::env::var("DOCKER_HOST") {
+            if !h.is_empty() {
+                return Endpoint {
+                    uri: h,
+                    source: "DOCKER_HOST".into(),
+                };
+            }
+        }
+        if rootless_default {
+            let dir = std::env::var("XDG_RUNTIME_DIR")
+                .unwrap_or_else(|_| format!("/run/user/{}", current_uid()));
+            return Endpoint {
+                uri: format!("unix://{dir}/docker.sock"),
+                source:
+                    "the rootless socket (virtualisation.docker.rootless.setSocketVariable = true)"
+                        .into(),
+            };
+        }
+        Endpoint {
+            uri: "unix:///var/run/docker.sock".into(),
+            source: "the rootful socket".into(),
+        }
+    }
+
+    /// A unix socket path.
+    pub fn unix(path: &Path, source: &str) -> Endpoint {
+        Endpoint {
+            uri: format!("unix://{}", path.display()),
+            source: source.into(),
+        }
+    }
+
+    fn socket_path(&self) -> Option<PathBuf> {
+        self.uri.strip_prefix("unix://").map(PathBuf::from)
+    }
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}
+
+/// The CDI-related facts of `GET /info`, plus what the pitfall checks need.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineInfo {
+    /// Server version, e.g. `28.5.2+dfsg4`.
+    pub server_version: String,
+    /// `CDISpecDirs`; empty when CDI is off.
+    pub cdi_spec_dirs: Vec<String>,
+    /// `DiscoveredDevices` ids with source `cdi`; `None` when the engine has no such field
+    /// (engines before 28.2).
+    pub discovered_devices: Option<Vec<String>>,
+    /// Every warning; CDI ones start with `CDI:`.
+    pub warnings: Vec<String>,
+    /// Runtime name → path.
+    pub runtimes: Vec<(String, String)>,
+    /// Default runtime.
+    pub default_runtime: String,
+}
+
+impl EngineInfo {
+    /// The warnings the engine's CDI cache produced (refused or conflicting spec files).
+    pub fn cdi_warnings(&self) -> Vec<&str> {
+        self.warnings
+            .iter()
+            .map(|w| w.as_str())
+            .filter(|w| w.starts_with("CDI:") || w.contains("CDI spec"))
+            .collect()
+    }
+
+    /// (major, minor) of the server version, if it parses.
+    pub fn version(&self) -> Option<(u32, u32)> {
+        parse_version(&self.server_version)
+    }
+}
+
+/// Parses the leading `major.minor` of an engine version like `28.5.2+dfsg4`.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// One container to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// Image reference.
+    pub image: String,
+    /// Command.
+    pub command: Vec<String>,
+    /// CDI devices (`--device nvidia.com/gpu=0`).
+    pub cdi_devices: Vec<String>,
+    /// `--gpus` value.
+    pub gpus: Option<String>,
+    /// `--runtime` value.
+    pub runtime: Option<String>,
+    /// `<scenario>::<check>`, recorded as a label.
+    pub check: String,
+}
+
+/// What happened to a container run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// It ran; the command exited with `exit_code`.
+    Exited {
+        /// Exit code.
+        exit_code: i64,
+        /// Standard output.
+        stdout: String,
+        /// Standard error.
+        stderr: String,
+    },
+    /// The engine refused to create or start it; `message` is the engine's, verbatim
+    /// (what the CLI prints after `Error response from daemon: `).
+    Refused {
+        /// The engine's message.
+        message: String,
+    },
+}
+
+/// A connected engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    endpoint: Endpoint,
+    timeouts: Timeouts,
+    run_id: String,
+}
+
+impl Engine {
+    /// Connects, pings and negotiates the API version (older engines such as 26.1 speak
+    /// an older API than bollard's default).
+    pub async fn connect(
+        endpoint: Endpoint,
+        timeouts: Timeouts,
+        run_id: &str,
+    ) -> Result<Engine, EngineError> {
+        if let Some(path) = endpoint.socket_path() {
+            match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(EngineError::NoSocket {
+                        path,
+                        hint: format!(
+                            "chosen from {}; start the engine (`sudo systemctl start docker`; with enableOnBoot = false the socket unit starts it on first use) or set DOCKER_HOST",
+                            endpoint.source
+                        ),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(EngineError::PermissionDenied { path });
+                }
+                _ => {}
+            }
+        }
+        let secs = timeouts.call.as_secs().max(1);
+        let docker = if endpoint.uri.starts_with("unix://") {
+            Docker::connect_with_socket(&endpoint.uri, secs, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(&endpoint.uri, secs, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| EngineError::Transport {
+            endpoint: endpoint.uri.clone(),
+            call: "connect".into(),
+            message: e.to_string(),
+        })?;
+        let mut engine = Engine {
+            docker,
+            endpoint,
+            timeouts,
+            run_id: run_id.to_string(),
+        };
+        engine.call("ping", engine.docker.ping()).await?;
+        let negotiated = engine
+            .call("version", engine.docker.clone().negotiate_version())
+            .await?;
+        engine.docker = negotiated;
+        Ok(engine)
+    }
+
+    /// The endpoint, e.g. for the CLI's `--host`.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The raw client, for helpers (image import) that need it.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The run id every container of this run is labelled with.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The negotiated API version.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+
+    /// Bounds one call by the call timeout and maps its error.
+    async fn call<T>(
+        &self,
+        name: &str,
+        fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, EngineError> {
+        self.bounded(name, self.timeouts.call, fut).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        name: &str,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+    ) -> Result<T, EngineError> {
+        match tokio::time::timeout(limit, fut).await {
+            Err(_) => Err(EngineError::Timeout {
+                endpoint: self.endpoint.uri.clone(),
+                call: name.into(),
+                secs: limit.as_secs(),
+            }),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.map_error(name, e)),
+        }
+    }
+
+    fn map_error(&self, call: &str, e: bollard::errors::Error) -> EngineError {
+        use bollard::errors::Error as B;
+        match e {
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => EngineError::Daemon {
+                call: call.into(),
+                message,
+                status: status_code,
+            },
+            B::RequestTimeoutError => EngineError::Timeout {
+                endpoint: self.endpoint.uri.clone(),
+                call: call.into(),
+                secs: self.timeouts.call.as_secs(),
+            },
+            other => {
+                let message = other.to_string();
+                let lower = format!("{other:?}").to_lowercase();
+                if lower.contains("permission denied") {
+                    if let Some(path) = self.endpoint.socket_path() {
+                        return EngineError::PermissionDenied { path };
+                    }
+                }
+                EngineError::Transport {
+                    endpoint: self.endpoint.uri.clone(),
+                    call: call.into(),
+                    message,
+                }
+            }
+        }
+    }
+
+    /// `GET /info`, reduced to what the checks need.
+    pub async fn info(&self) -> Result<EngineInfo, EngineError> {
+        let info = self.call("info", self.docker.info()).await?;
+        let discovered = info.discovered_devices.map(|list| {
+            list.into_iter()
+                .filter(|d| d.source.as_deref().is_none_or(|s| s == "cdi"))
+                .filter_map(|d| d.id)
+                .collect::<Vec<_>>()
+        });
+        let mut runtimes: Vec<(String, String)> = info
+            .runtimes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, rt)| (name, rt.path.unwrap_or_default()))
+            .collect();
+        runtimes.sort();
+        let server_version = info.server_version.unwrap_or_default();
+        // Engines before 28.2 (API 1.50) have no DiscoveredDevices; bollard then reads
+        // an absent field, which must not be mistaken for "no devices".
+        let discovered = match parse_version(&server_version) {
+            Some(v) if v < (28, 2) => None,
+            _ => Some(discovered.unwrap_or_default()),
+        };
+        Ok(EngineInfo {
+            server_version,
+            cdi_spec_dirs: info.cdi_spec_dirs.unwrap_or_default(),
+            discovered_devices: discovered,
+            warnings: info.warnings.unwrap_or_default(),
+            runtimes,
+            default_runtime: info.default_runtime.unwrap_or_default(),
+        })
+    }
+
+    /// Whether the image is present locally.
+    pub async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        match self
+            .call("inspect image", self.docker.inspect_image(image))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(EngineError::Daemon { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls an image, bounded by the pull timeout.
+    pub async fn pull(&self, image: &str) -> Result<(), EngineError> {
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let docker = self.docker.clone();
+        let fut = async move {
+            let mut stream = docker.create_image(Some(opts), None, None);
+            while let Some(item) = stream.next().await {
+                item?;
+            }
+            Ok(())
+        };
+        self.bounded("pull", self.timeouts.pull, fut).await
+    }
+
+    /// Runs one container to completion and removes it, whatever happens. An engine
+    /// refusal (the `--gpus` and unresolvable-device errors) is an outcome, not an error.
+    pub async fn run(&self, req: &RunRequest) -> Result<RunOutcome, EngineError> {
+        let mut device_requests = Vec::new();
+        if !req.cdi_devices.is_empty() {
+            // What the CLI sends for `--device vendor.com/class=name`.
+            device_requests.push(DeviceRequest {
+                driver: Some("cdi".into()),
+                device_ids: Some(req.cdi_devices.clone()),
+                ..Default::default()
+            });
+        }
+        if let Some(g) = &req.gpus {
+            device_requests.push(gpus_request(g));
+        }
+        let labels = HashMap::from([
+            (RUN_LABEL.to_string(), self.run_id.clone()),
+            (CHECK_LABEL.to_string(), req.check.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(req.image.clone()),
+            cmd: Some(req.command.clone()),
+            labels: Some(labels),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            host_config: Some(HostConfig {
+                device_requests: if device_requests.is_empty() {
+                    None
+                } else {
+                    Some(device_requests)
+                },
+                runtime: req.runtime.clone(),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = match self
+            .call("create container", self.docker.create_container(None, body))
+            .await
+        {
+            Ok(c) => c,
+            Err(EngineError::Daemon {
+                message, status, ..
+            }) if status != 404 || !message.contains("No such image") => {
+                return Ok(RunOutcome::Refused { message });
+            }
+            Err(e) => return Err(e),
+        };
+        let id = created.id;
+        let result = self.start_wait_logs(&id).await;
+        let removed = self.remove(&id).await;
+        let outcome = result?;
+        removed?;
+        Ok(outcome)
+    }
+
+    async fn start_wait_logs(&self, id: &str) -> Result<RunOutcome, EngineError> {
+        match self
+            .call("start container", self.docker.start_container(id, None))
+            .await
+        {
+            Ok(()) => {}
+            Err(EngineError::Daemon { message, .. }) => return Ok(RunOutcome::Refused { message }),
+            Err(e) => return Err(e),
+        }
+        let docker = self.docker.clone();
+        let wait_id = id.to_string();
+        let exit_code = self
+            .bounded("wait container", self.timeouts.container, async move {
+                let mut stream = docker.wait_container(&wait_id, None);
+                let mut code = 0;
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(r) => code = r.status_code,
+                        Err(bollard::errors::Error::DockerContainerWaitError {
+                            code: c, ..
+                        }) => code = c,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(code)
+            })
+            .await?;
+        let docker = self.docker.clone();
+        let log_id = id.to_string();
+        let (stdout, stderr) = self
+            .call("container logs", async move {
+                let opts = LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build();
+                let mut stream = docker.logs(&log_id, Some(opts));
+                let (mut out, mut err) = (String::new(), String::new());
+                while let Some(item) = stream.next().await {
+                    match item? {
+                        bollard::container::LogOutput::StdErr { message } => {
+                            err.push_str(&String::from_utf8_lossy(&message))
+                        }
+                        other => out.push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                    }
+                }
+                Ok((out, err))
+            })
+            .await?;
+        Ok(RunOutcome::Exited {
+            exit_code,
+            stdout,
+            stderr,
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .call(
+                "remove container",
+                self.docker.remove_container(id, Some(opts)),
+            )
+            .await
+        {
+            Ok(()) | Err(EngineError::Daemon { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ids of every container (running or not) labelled with this run's id.
+    pub async fn labelled_containers(&self) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{RUN_LABEL}={}", self.run_id)],
+        )]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .call("list containers", self.docker.list_containers(Some(opts)))
+            .await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Removes every container of this run: the safety net after a timeout, a panic or
+    /// Ctrl-C interrupted a run between create and remove. Returns how many it removed.
+    pub async fn remove_labelled(&self) -> Result<usize, EngineError> {
+        let ids = self.labelled_containers().await?;
+        for id in &ids {
+            self.remove(id).await?;
+        }
+        Ok(ids.len())
+    }
+}
+
+/// What the CLI sends for `--gpus VALUE` (`all`, `2`, `device=0,1`).
+fn gpus_request(value: &str) -> DeviceRequest {
+    let mut req = DeviceRequest {
+        driver: Some(String::new()),
+        capabilities: Some(vec![vec!["gpu".to_string()]]),
+        ..Default::default()
+    };
+    if value == "all" {
+        req.count = Some(-1);
+    } else if let Some(ids) = value.strip_prefix("device=") {
+        req.device_ids = Some(ids.split(',').map(|s| s.trim().to_string()).collect());
+    } else if let Ok(n) = value.parse::<i64>() {
+        req.count = Some(n);
+    } else {
+        req.count = Some(-1);
+    }
+    req
+}
+
+/// The CDI lines of the CLI's `docker info`, as the seed write-up greps them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CliInfo {
+    /// Dirs under `CDI spec directories:` (one per line on engine 28; one line on older CLIs).
+    pub spec_dirs: Vec<String>,
+    /// `cdi: …` lines under `Discovered Devices:`; `None` when the section is absent.
+    pub devices: Option<Vec<String>>,
+    /// Warning lines that mention CDI.
+    pub cdi_warnings: Vec<String>,
+    /// Every line of the output that matches `grep -i cdi`, for messages.
+    pub grep_lines: Vec<String>,
+}
+
+/// Parses `docker info` output (stdout and stderr together).
+pub fn parse_cli_info(text: &str) -> CliInfo {
+    let mut info = CliInfo::default();
+    #[derive(PartialEq)]
+    enum Section {
+        None,
+        Dirs,
+        Devices,
+    }
+    let mut section = Section::None;
+    for line in text.lines() {
+        if line.to_lowercase().contains("cdi") {
+            info.grep_lines.push(line.trim_end().to_string());
+        }
+        let trimmed = line.trim();
+        if let Some(rest) = trimmed.strip_prefix("CDI spec directories:") {
+            section = Section::Dirs;
+            info.spec_dirs
+                .extend(rest.split_whitespace().map(str::to_string));
+            continue;
+        }
+        if trimmed == "Discovered Devices:" {
+            section = Section::Devices;
+            info.devices.get_or_insert_with(Vec::new);
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        match section {
+            Section::Dirs if indent >= 2 && trimmed.starts_with('/') => {
+                info.spec_dirs.push(trimmed.to_string());
+                continue;
+            }
+            Section::Devices if indent >= 2 && trimmed.starts_with("cdi:") => {
+                if let Some(list) = info.devices.as_mut() {
+                    list.push(trimmed.trim_start_matches("cdi:").trim().to_string());
+                }
+                continue;
+            }
+            _ => section = Section::None,
+        }
+        if (trimmed.starts_with("CDI:") || trimmed.starts_with("WARNING:"))
+            && trimmed.contains("CDI")
+        {
+            info.cdi_warnings.push(trimmed.to_string());
+        }
+    }
+    info
+}
+
+/// Runs `docker --host ENDPOINT info` with a timeout and parses its CDI lines.
+pub async fn cli_info(
+    cli: &Path,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<CliInfo, EngineError> {
+    let mut cmd = tokio::process::Command::new(cli);
+    cmd.arg("--host").arg(&endpoint.uri).arg("info");
+    cmd.env_remove("DOCKER_CONTEXT");
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .map_err(|_| EngineError::Cli {
+            cli: cli.to_path_buf(),
+            message: format!(
+                "`docker info` did not finish within {} s",
+                timeout.as_secs()
+            ),
+        })?
+        .map_err(|e| EngineError::Cli {
+            cli: cli.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push('\n');
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    if !out.status.success()
+        && !text.contains("CDI spec directories")
+        && !text.contains("Server Version")
+    {
+        return Err(EngineError::Cli {
+            cli: cli.to_path_buf(),
+            message: format!("`docker info` exited with {}: {}", out.status, text.trim()),
+        });
+    }
+    Ok(parse_cli_info(&text))
+}
+
+/// The `docker` CLI on PATH, if any.
+pub fn find_cli() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO_28: &str = "Client:\n Version:    28.2.2\n\nServer:\n Containers: 0\n CDI spec directories:\n  /etc/cdi\n  /var/run/cdi\n Discovered Devices:\n  cdi: nvidia.com/gpu=0\n  cdi: nvidia.com/gpu=all\n Swarm: inactive\n Runtimes: io.containerd.runc.v2 runc\nWARNING: IPv4 forwarding is disabled\nCDI: Error associated with spec file /x/bad.json: failed to load CDI Spec invalid CDI Spec: invalid spec, multiple device \"0\"\n";
+
+    #[test]
+    fn parses_engine_28_layout() {
+        let i = parse_cli_info(INFO_28);
+        assert_eq!(i.spec_dirs, vec!["/etc/cdi", "/var/run/cdi"]);
+        assert_eq!(
+            i.devices,
+            Some(vec![
+                "nvidia.com/gpu=0".to_string(),
+                "nvidia.com/gpu=all".to_string()
+            ])
+        );
+        assert_eq!(i.cdi_warnings.len(), 1);
+        assert!(i.cdi_warnings[0].contains("/x/bad.json"));
+        assert!(
+            i.grep_lines
+                .iter()
+                .any(|l| l.contains("cdi: nvidia.com/gpu=0"))
+        );
+    }
+
+    #[test]
+    fn parses_one_line_dirs_and_missing_devices_section() {
+        // The seed write-up shows the dirs on one line; engine 26.1 prints no devices section.
+        let i = parse_cli_info(" CDI spec directories: /etc/cdi /run/cdi\n Swarm: inactive\n");
+        assert_eq!(i.spec_dirs, vec!["/etc/cdi", "/run/cdi"]);
+        assert_eq!(i.devices, None);
+    }
+
+    #[test]
+    fn version_parsing() {
+        assert_eq!(parse_version("28.5.2+dfsg4"), Some((28, 5)));
+        assert_eq!(parse_version("26.1.5+dfsg1"), Some((26, 1)));
+        assert_eq!(parse_version("dev"), None);
+    }
+
+    #[test]
+    fn gpus_all_matches_cli_request() {
+        let r = gpus_request("all");
+        assert_eq!(r.count, Some(-1));
+        assert_eq!(r.driver.as_deref(), Some(""));
+        assert_eq!(r.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert_eq!(
+            gpus_request("device=0,1").device_ids,
+            Some(vec!["0".into(), "1".into()])
+        );
+    }
+
+    #[test]
+    fn host_endpoint_prefers_docker_host_then_rootless() {
+        // Reads the process environment: only assert the branch that does not depend on it.
+        if std::env::var_os("DOCKER_HOST").is_none() {
+            let e = Endpoint::for_host(false);
+            assert_eq!(e.uri, "unix:///var/run/docker.sock");
+            let r = Endpoint::for_host(true);
+            assert!(
+                r.uri.ends_with("/docker.sock") && r.uri != e.uri,
+                "{}",
+                r.uri
+            );
+        }
+    }
+}

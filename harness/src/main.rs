@@ -1,1 +1,384 @@
-fn main() {}
+//! `cdi-harness`: the command line. Turns library errors into messages and exit codes:
+//! 0 when every check passes, 1 when one fails (or a spec is invalid), 2 on a usage or
+//! configuration error (bad flag, bad scenario file, unreadable input).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use cdi_harness::outcome::BackendKind;
+use cdi_harness::runner::{self, RunOptions};
+use cdi_harness::{cdi, report, scenario};
+
+#[derive(Parser)]
+#[command(
+    name = "cdi-harness",
+    version,
+    about = "Proves that Docker containers get the machine's NVIDIA GPUs through CDI, the way NixOS does it.",
+    after_help = "Exit codes: 0 all checks pass, 1 a check fails, 2 usage or configuration error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scenarios' checks against an engine.
+    Run(RunArgs),
+    /// List the checks (trial names) the scenarios define, without running anything.
+    List {
+        /// Scenario files or directories (default: ./scenarios).
+        #[arg(long = "scenario", value_name = "PATH")]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Work with CDI spec files.
+    Cdi {
+        #[command(subcommand)]
+        command: CdiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CdiCommand {
+    /// Validate CDI spec files (JSON or YAML): one line per problem, naming the field.
+    Validate {
+        /// Spec files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the normalized JSON that snapshots hold.
+    Normalize {
+        /// A spec file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    /// The machine's own engine and specs.
+    Host,
+    /// A private engine with a simulated NVIDIA spec.
+    Sim,
+    /// `host` when /dev/nvidiactl exists, else `sim`.
+    Auto,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Which engine to check.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Scenario files or directories (default: ./scenarios).
+    #[arg(long = "scenario", value_name = "PATH")]
+    scenarios: Vec<PathBuf>,
+    /// Only run checks whose trial name (`<scenario>::<check>`) contains this text.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Image for the containers on `host`, instead of each scenario's image.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "PATH")]
+    junit: Option<PathBuf>,
+    /// Write a Markdown summary here.
+    #[arg(long, value_name = "PATH")]
+    markdown: Option<PathBuf>,
+    /// Snapshot directory (default: the nearest `snapshots/` above the scenarios).
+    #[arg(long, value_name = "DIR")]
+    snapshots: Option<PathBuf>,
+    /// dockerd binary for `sim` (default: $CDI_HARNESS_DOCKERD, a CDI-capable dockerd on PATH, or .ci/install-engine's).
+    #[arg(long, value_name = "PATH")]
+    dockerd: Option<PathBuf>,
+    /// docker CLI for the `info_cli` check (default: `docker` on PATH).
+    #[arg(long, value_name = "PATH")]
+    docker_cli: Option<PathBuf>,
+    /// Seconds each engine call may take.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    call_timeout: u64,
+    /// Seconds a container may run.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    container_timeout: u64,
+    /// No progress lines, only the summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::List { scenarios } => list(&scenarios),
+        Command::Cdi { command } => match command {
+            CdiCommand::Validate { files } => validate(&files),
+            CdiCommand::Normalize { file } => normalize(&file),
+        },
+    }
+}
+
+fn config_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Scenario files from the given paths (files or directories); `./scenarios` by default.
+fn load_scenarios(
+    paths: &[PathBuf],
+) -> Result<(Vec<scenario::Scenario>, PathBuf), scenario::ScenarioError> {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        paths.to_vec()
+    };
+    let mut files = Vec::new();
+    for p in &paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|source| scenario::ScenarioError::ReadDir {
+                    path: p.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let base = paths
+        .first()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .unwrap_or_default();
+    Ok((scenario::load_all(&files)?, base))
+}
+
+fn list(paths: &[PathBuf]) -> ExitCode {
+    let (scenarios, _) = match load_scenarios(paths) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    for s in &scenarios {
+        for c in s.check_names() {
+            println!("{}::{c}", s.name);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let (scenarios, base) = match load_scenarios(&args.scenarios) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    if scenarios.is_empty() {
+        return config_error(
+            "no scenario files found (pass --scenario PATH or run from the repository root)",
+        );
+    }
+    if let Some(image) = &args.image {
+        if let Err(reason) = scenario::validate_image(image) {
+            return config_error(format!("--image: {reason}"));
+        }
+    }
+    for (flag, path) in [
+        ("--dockerd", &args.dockerd),
+        ("--docker-cli", &args.docker_cli),
+    ] {
+        if let Some(p) = path {
+            if !p.is_file() {
+                return config_error(format!("{flag} {}: no such file", p.display()));
+            }
+        }
+    }
+    let backend = match args.backend {
+        BackendArg::Host => BackendKind::Host,
+        BackendArg::Sim => BackendKind::Sim,
+        BackendArg::Auto if Path::new("/dev/nvidiactl").exists() => BackendKind::Host,
+        BackendArg::Auto => BackendKind::Sim,
+    };
+    let snapshot_dir = args
+        .snapshots
+        .clone()
+        .unwrap_or_else(|| runner::default_snapshot_dir(&base));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut opts = RunOptions::new(backend, snapshot_dir);
+    opts.image_override = args.image.clone();
+    opts.dockerd = args.dockerd.clone();
+    if args.docker_cli.is_some() {
+        opts.docker_cli = args.docker_cli.clone();
+    }
+    opts.timeouts.call = std::time::Duration::from_secs(args.call_timeout.max(1));
+    opts.timeouts.container = std::time::Duration::from_secs(args.container_timeout.max(1));
+    if let Some(f) = &args.filter {
+        opts.selection = Some(
+            scenarios
+                .iter()
+                .flat_map(|s| {
+                    s.check_names()
+                        .into_iter()
+                        .map(move |c| format!("{}::{c}", s.name))
+                })
+                .filter(|t| t.contains(f.as_str()))
+                .collect(),
+        );
+    }
+    if !args.quiet {
+        opts.progress = Some(Arc::new(move |r| {
+            eprintln!("{}", report::progress_line(r, color))
+        }));
+    }
+    if backend == BackendKind::Sim && args.image.is_some() {
+        eprintln!(
+            "note: --image applies to the host backend; sim runs its own busybox image with a simulated nvidia-smi"
+        );
+    }
+    if !args.quiet {
+        eprintln!(
+            "cdi-harness: {} scenario(s) on the {} backend{}",
+            scenarios.len(),
+            backend.as_str(),
+            if backend.simulated() {
+                " (simulated GPUs: no real hardware is checked)"
+            } else {
+                ""
+            }
+        );
+    }
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
+    };
+    let report = rt.block_on(async {
+        let cancel = opts.cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\ninterrupted: removing this run's containers and stopping private engines…"
+                );
+                cancel.cancel();
+            }
+        });
+        runner::run_scenarios(&scenarios, &opts).await
+    });
+
+    let width = terminal_width();
+    print!(
+        "{}",
+        report::summary_table(&report, width, color && std::io::stdout().is_terminal())
+    );
+    let mut code = if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if let Some(p) = &args.json {
+        if let Err(e) = report::write_json(&report, p) {
+            eprintln!("error: {e}");
+            code = ExitCode::from(2);
+        }
+    }
+    if let Some(p) = &args.junit {
+        if let Err(e) = report::write_junit(&report, p) {
+            eprintln!("error: {e}");
+            code = ExitCode::from(2);
+        }
+    }
+    if let Some(p) = &args.markdown {
+        if let Err(e) = write_text(p, &report::markdown(&report)) {
+            eprintln!("error: cannot write {}: {e}", p.display());
+            code = ExitCode::from(2);
+        }
+    }
+    if opts.cancel.is_cancelled() {
+        return ExitCode::from(130);
+    }
+    code
+}
+
+fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(120)
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut bad = false;
+    for f in files {
+        match cdi::load_spec_file(f) {
+            Err(e) => {
+                bad = true;
+                println!("{e}");
+            }
+            Ok(spec) => {
+                let problems = cdi::validate(&spec);
+                if problems.is_empty() {
+                    println!(
+                        "{}: valid ({} devices: {})",
+                        f.display(),
+                        spec.devices.len(),
+                        spec.device_names().join(", ")
+                    );
+                } else {
+                    bad = true;
+                    for p in problems {
+                        println!("{}: {p}", f.display());
+                    }
+                }
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn normalize(file: &Path) -> ExitCode {
+    match cdi::load_spec_file(file) {
+        Err(e) => config_error(e),
+        Ok(spec) => match serde_json::to_string_pretty(&cdi::normalize(&spec)) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(format!(
+                "{}: cannot print normalized JSON: {e}",
+                file.display()
+            )),
+        },
+    }
+}

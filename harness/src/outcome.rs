@@ -126,7 +126,11 @@ impl RunReport {
     /// Counts of (pass, fail, skip).
     pub fn counts(&self) -> (usize, usize, usize) {
         let count = |s| self.results.iter().filter(|r| r.status == s).count();
-        (count(Status::Pass), count(Status::Fail), count(Status::Skip))
+        (
+            count(Status::Pass),
+            count(Status::Fail),
+            count(Status::Skip),
+        )
     }
 
     /// True when no check failed (skips do not fail a run).

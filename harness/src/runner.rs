@@ -1,1 +1,665 @@
-//! (being written)
+//! Runs scenarios: prepares the backend (the machine's engine, or a private simulated
+//! one), gathers the facts every check needs with as much concurrency as the engine
+//! allows, evaluates the checks, and always cleans up: every container of the run is
+//! removed and a private engine stopped, also after a timeout, a panic or Ctrl-C.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checks::{self, Facts, Verdict};
+use crate::engine::{self, Endpoint, Engine, RunOutcome, RunRequest, Timeouts};
+use crate::outcome::{
+    BackendKind, CheckResult, EngineFacts, REPORT_SCHEMA_VERSION, RunReport, Status,
+};
+use crate::scenario::{Scenario, SimSpecState};
+use crate::sim;
+
+/// The image the `sim` backend imports from the host's static busybox.
+pub const SIM_IMAGE: &str = "cdi-harness/busybox:sim";
+
+/// Called with each result as soon as it is known (progress on a terminal).
+pub type Progress = Arc<dyn Fn(&CheckResult) + Send + Sync>;
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Which engine.
+    pub backend: BackendKind,
+    /// Replaces every scenario's image on `host`.
+    pub image_override: Option<String>,
+    /// Root of the insta snapshots (`snapshots/`).
+    pub snapshot_dir: PathBuf,
+    /// The `docker` CLI for the `info_cli` check; `None` skips that check with a reason.
+    pub docker_cli: Option<PathBuf>,
+    /// dockerd for `sim` (else found as `sim::find_dockerd` says).
+    pub dockerd: Option<PathBuf>,
+    /// Engine call limits.
+    pub timeouts: Timeouts,
+    /// Trial names (`<scenario>::<check>`) to run; `None` runs all.
+    pub selection: Option<BTreeSet<String>>,
+    /// Progress callback.
+    pub progress: Option<Progress>,
+    /// How many scenarios run at once.
+    pub scenario_concurrency: usize,
+    /// How many containers run at once per scenario.
+    pub container_concurrency: usize,
+    /// Ctrl-C: stop starting work, clean up, report what finished.
+    pub cancel: CancellationToken,
+}
+
+impl RunOptions {
+    /// Defaults for `backend`, with snapshots in `snapshot_dir`.
+    pub fn new(backend: BackendKind, snapshot_dir: PathBuf) -> RunOptions {
+        RunOptions {
+            backend,
+            image_override: None,
+            snapshot_dir,
+            docker_cli: engine::find_cli(),
+            dockerd: None,
+            timeouts: Timeouts::default(),
+            selection: None,
+            progress: None,
+            scenario_concurrency: 3,
+            container_concurrency: 4,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    fn selected(&self, scenario: &str, check: &str) -> bool {
+        self.selection
+            .as_ref()
+            .is_none_or(|set| set.contains(&format!("{scenario}::{check}")))
+    }
+}
+
+/// A unique id for this run: the value of every container's run label.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{:x}", std::process::id(), nanos)
+}
+
+/// Runs every selected check of every scenario and returns the report.
+pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunReport {
+    crate::snapshot::quiet_insta_panics();
+    let started = Instant::now();
+    let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let run_id = new_run_id();
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        opts.scenario_concurrency.max(1),
+    ));
+    let mut set = JoinSet::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let s = s.clone();
+        let opts = opts.clone();
+        let run_id = run_id.clone();
+        let limit = limit.clone();
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let out = run_one(&s, &opts, &run_id).await;
+            (i, out)
+        });
+    }
+    let mut per: Vec<Option<(Vec<CheckResult>, Option<EngineFacts>)>> = vec![None; scenarios.len()];
+    while let Some(joined) = set.join_next().await {
+        if let Ok((i, out)) = joined {
+            per[i] = Some(out);
+        }
+    }
+    let mut results = Vec::new();
+    let mut engines = BTreeMap::new();
+    for (s, out) in scenarios.iter().zip(per) {
+        match out {
+            Some((r, e)) => {
+                results.extend(r);
+                if let Some(e) = e {
+                    engines.insert(s.name.clone(), e);
+                }
+            }
+            None => results.push(result(
+                s,
+                "harness",
+                opts.backend,
+                Verdict::fail(
+                    "the harness crashed while running this scenario (a bug: please report it)",
+                    None,
+                ),
+                Duration::ZERO,
+            )),
+        }
+    }
+    RunReport {
+        schema_version: REPORT_SCHEMA_VERSION,
+        backend: opts.backend,
+        simulated: opts.backend.simulated(),
+        started_at,
+        duration: started.elapsed(),
+        engines,
+        results,
+    }
+}
+
+fn result(
+    s: &Scenario,
+    check: &str,
+    backend: BackendKind,
+    v: Verdict,
+    duration: Duration,
+) -> CheckResult {
+    CheckResult {
+        scenario: s.name.clone(),
+        check: check.to_string(),
+        status: v.status,
+        message: v.message,
+        fix: v.fix,
+        duration,
+        backend,
+        simulated: backend.simulated(),
+    }
+}
+
+/// A prepared backend for one scenario.
+struct Session {
+    engine: Engine,
+    image: String,
+    spec_dirs: Vec<PathBuf>,
+    spec_dirs_source: String,
+    /// Path prefixes replaced in snapshots (the sim's temp dir).
+    redactions: Vec<(String, String)>,
+    private: Option<sim::PrivateEngine>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+async fn run_one(
+    s: &Scenario,
+    opts: &RunOptions,
+    run_id: &str,
+) -> (Vec<CheckResult>, Option<EngineFacts>) {
+    let names: Vec<String> = s
+        .check_names()
+        .into_iter()
+        .filter(|c| opts.selected(&s.name, c))
+        .collect();
+    if names.is_empty() {
+        return (Vec::new(), None);
+    }
+    let mut facts = Facts {
+        backend: Some(opts.backend),
+        ..Facts::default()
+    };
+    let mut timings: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut engine_facts = None;
+    // Why the engine-dependent checks could not run: setup failed or Ctrl-C.
+    let mut blocked: Option<String> = None;
+
+    let prep = tokio::select! {
+        _ = opts.cancel.cancelled() => Err("interrupted (Ctrl-C) before the engine was ready".to_string()),
+        p = prepare(s, opts, run_id) => p,
+    };
+    let mut session = match prep {
+        Ok(sess) => Some(sess),
+        Err(e) => {
+            blocked = Some(e);
+            None
+        }
+    };
+
+    if let Some(sess) = session.as_mut() {
+        engine_facts = Some(EngineFacts {
+            version: None,
+            api_version: Some(sess.engine.api_version()),
+            endpoint: Some(sess.engine.endpoint().uri.clone()),
+        });
+        let work = gather(s, opts, sess, &names, &mut facts, &mut timings);
+        tokio::select! {
+            _ = opts.cancel.cancelled() => {
+                blocked = Some("interrupted (Ctrl-C) before this check finished".into());
+            }
+            _ = work => {}
+        }
+        if let (Some(Ok(info)), Some(ef)) = (&facts.info, engine_facts.as_mut()) {
+            ef.version = Some(info.server_version.clone());
+        }
+        // The safety net: whatever happened above, no container of this run survives.
+        let cleanup = async {
+            if blocked.is_none() && names.iter().any(|n| n == "no_leftovers") {
+                facts.leftovers = Some(
+                    sess.engine
+                        .labelled_containers()
+                        .await
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            let _ = sess.engine.remove_labelled().await;
+        };
+        let _ = tokio::time::timeout(opts.timeouts.call * 3, cleanup).await;
+        if let Some(private) = sess.private.as_mut() {
+            let _ = private.stop().await;
+        }
+    }
+
+    let mut out = Vec::new();
+    for name in &names {
+        let t = Instant::now();
+        let verdict = match &blocked {
+            Some(why) if name != "machine_config" => Verdict::fail(why.clone(), None),
+            _ => {
+                let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    checks::evaluate(s, &facts, name)
+                }));
+                match eval {
+                    Ok(v) => v,
+                    Err(_) => Verdict::fail(
+                        format!("the check `{name}` panicked (a harness bug: please report it)"),
+                        None,
+                    ),
+                }
+            }
+        };
+        let verdict = checks::apply_expectation(s, opts.backend, name, verdict);
+        let took = timings
+            .get(name.as_str())
+            .copied()
+            .unwrap_or_else(|| t.elapsed());
+        let r = result(s, name, opts.backend, verdict, took);
+        if let Some(p) = &opts.progress {
+            p(&r);
+        }
+        out.push(r);
+    }
+    drop(session);
+    (out, engine_facts)
+}
+
+/// Starts or connects to the engine and lays out what the scenario needs.
+async fn prepare(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+    match opts.backend {
+        BackendKind::Host => prepare_host(s, opts, run_id).await,
+        BackendKind::Sim => prepare_sim(s, opts, run_id).await,
+    }
+}
+
+async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+    let endpoint = Endpoint::for_host(s.facts.rootless_default);
+    let engine = Engine::connect(endpoint, opts.timeouts, run_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let image = opts
+        .image_override
+        .clone()
+        .unwrap_or_else(|| s.image.clone());
+    Ok(Session {
+        engine,
+        image,
+        spec_dirs: Vec::new(),
+        spec_dirs_source: "docker info".into(),
+        redactions: Vec::new(),
+        private: None,
+        _scratch: None,
+    })
+}
+
+async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+    let scratch = tempfile::Builder::new()
+        .prefix("cdih-spec-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory for the simulated specs: {e}"))?;
+    // The two directories NixOS's engine reads: the generator writes into the second.
+    let etc = scratch.path().join("etc/cdi");
+    let run = scratch.path().join("run/cdi");
+    let support = scratch.path().join("support");
+    for d in [&etc, &run, &support] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    let gpus = sim::sim_gpus(s.gpus.count);
+    sim::write_support_files(&support, &gpus).map_err(|e| e.to_string())?;
+    if s.sim.spec == SimSpecState::Generated {
+        let path = run.join(&s.spec_file);
+        std::fs::write(&path, sim::sim_spec_json(&gpus, &support))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(stale) = &s.sim.stale_spec {
+        let path = run.join(stale);
+        std::fs::write(&path, sim::stale_spec_yaml(&gpus, &support))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let engine_opts = sim::EngineOptions {
+        dockerd: opts.dockerd.clone(),
+        cdi: s.facts.cdi_enabled(),
+        spec_dirs: vec![etc.clone(), run.clone()],
+        runtimes: s.facts.manual_runtimes.clone(),
+        start_timeout: opts.timeouts.call,
+    };
+    let private = sim::PrivateEngine::start(engine_opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let endpoint = Endpoint::unix(private.socket_path(), "the private simulated engine");
+    let engine = Engine::connect(endpoint, opts.timeouts, run_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tar = sim::busybox_rootfs_tar().map_err(|e| e.to_string())?;
+    sim::import_image(engine.client(), SIM_IMAGE, tar, opts.timeouts.call)
+        .await
+        .map_err(|e| e.to_string())?;
+    let root = scratch.path().display().to_string();
+    Ok(Session {
+        engine,
+        image: SIM_IMAGE.to_string(),
+        spec_dirs: vec![etc, run],
+        spec_dirs_source: "the simulated engine's cdi-spec-dirs".into(),
+        redactions: vec![(root, "[SIM_DIR]".into())],
+        private: Some(private),
+        _scratch: Some(scratch),
+    })
+}
+
+/// Gathers every fact the selected checks need; containers run concurrently with the
+/// `docker info` calls and the spec loading.
+async fn gather(
+    s: &Scenario,
+    opts: &RunOptions,
+    sess: &mut Session,
+    names: &[String],
+    facts: &mut Facts,
+    timings: &mut BTreeMap<String, Duration>,
+) {
+    let wants = |n: &str| names.iter().any(|x| x == n);
+    let engine = sess.engine.clone();
+
+    // Containers: device_all, device_N (isolation needs them all) and declared runs.
+    let isolation = wants("device_isolation");
+    let mut requests: Vec<(String, RunRequest)> = Vec::new();
+    let smi_list = vec!["nvidia-smi".to_string(), "-L".to_string()];
+    if s.gpus.count > 0 && (wants("device_all") || isolation) {
+        requests.push((
+            "device_all".into(),
+            device_request(s, sess, "device_all", "nvidia.com/gpu=all", &smi_list),
+        ));
+    }
+    for n in 0..s.gpus.count {
+        let check = format!("device_{n}");
+        if wants(&check) || isolation {
+            let dev = format!("nvidia.com/gpu={n}");
+            requests.push((
+                check.clone(),
+                device_request(s, sess, &check, &dev, &smi_list),
+            ));
+        }
+    }
+    for r in &s.runs {
+        if wants(&r.name) {
+            requests.push((
+                r.name.clone(),
+                RunRequest {
+                    image: sess.image.clone(),
+                    command: r.command.clone(),
+                    cdi_devices: r.devices.iter().map(|d| d.to_string()).collect(),
+                    gpus: r.gpus.clone(),
+                    runtime: r.runtime.clone(),
+                    check: format!("{}::{}", s.name, r.name),
+                },
+            ));
+        }
+    }
+
+    let runs_fut = run_containers(
+        engine.clone(),
+        sess.image.clone(),
+        requests,
+        opts.container_concurrency,
+        opts.backend,
+    );
+    let info_fut = async {
+        let t = Instant::now();
+        let info = engine.info().await.map_err(|e| e.to_string());
+        (info, t.elapsed())
+    };
+    let cli_fut = async {
+        match (&opts.docker_cli, wants("info_cli")) {
+            (Some(cli), true) => {
+                let t = Instant::now();
+                let r = engine::cli_info(cli, engine.endpoint(), opts.timeouts.call)
+                    .await
+                    .map_err(|e| e.to_string());
+                Some((r, t.elapsed()))
+            }
+            _ => None,
+        }
+    };
+    let ((info, info_time), cli, runs) = tokio::join!(info_fut, cli_fut, runs_fut);
+
+    // On the host the engine says where it reads specs, as it would itself find them.
+    if opts.backend == BackendKind::Host {
+        sess.spec_dirs = match &info {
+            Ok(i) if !i.cdi_spec_dirs.is_empty() => {
+                i.cdi_spec_dirs.iter().map(PathBuf::from).collect()
+            }
+            _ => {
+                sess.spec_dirs_source = "the CDI default, since the engine reports none".into();
+                vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+            }
+        };
+    }
+    for n in [
+        "info_spec_dirs",
+        "info_devices",
+        "info_warnings",
+        "daemon_runtimes",
+    ] {
+        timings.insert(n.into(), info_time);
+    }
+    facts.info = Some(info);
+    if let Some((cli, t)) = cli {
+        timings.insert("info_cli".into(), t);
+        facts.cli = Some(cli);
+    } else if wants("info_cli") {
+        facts.cli = None;
+    }
+    for (name, (outcome, took)) in runs {
+        timings.insert(name.clone(), took);
+        facts.runs.insert(name, outcome);
+    }
+    if isolation {
+        let total: Duration = (0..s.gpus.count)
+            .filter_map(|n| timings.get(&format!("device_{n}")).copied())
+            .max()
+            .unwrap_or_default();
+        timings.insert("device_isolation".into(), total);
+    }
+
+    // Specs, as the engine loads them.
+    let t = Instant::now();
+    let dirs = sess.spec_dirs.clone();
+    let registry = tokio::task::spawn_blocking(move || crate::cdi::load_dirs(&dirs))
+        .await
+        .ok();
+    facts.spec_dirs = sess.spec_dirs.clone();
+    facts.spec_dirs_source = sess.spec_dirs_source.clone();
+    facts.registry = registry;
+    let spec_time = t.elapsed();
+    for n in ["spec_present", "spec_valid", "spec_devices"] {
+        timings.insert(n.into(), spec_time);
+    }
+    if wants("spec_snapshot") {
+        let t = Instant::now();
+        facts.snapshot = Some(snapshot_verdict(s, opts, sess, facts).await);
+        timings.insert("spec_snapshot".into(), t.elapsed());
+    }
+}
+
+fn device_request(
+    s: &Scenario,
+    sess: &Session,
+    check: &str,
+    device: &str,
+    cmd: &[String],
+) -> RunRequest {
+    RunRequest {
+        image: sess.image.clone(),
+        command: cmd.to_vec(),
+        cdi_devices: vec![device.to_string()],
+        gpus: None,
+        runtime: None,
+        check: format!("{}::{check}", s.name),
+    }
+}
+
+type RunResults = Vec<(String, (Result<RunOutcome, String>, Duration))>;
+
+/// Runs the containers, a few at a time. On `host` a missing image is pulled once first;
+/// if that fails every run reports why and how to load the image.
+async fn run_containers(
+    engine: Engine,
+    image: String,
+    requests: Vec<(String, RunRequest)>,
+    concurrency: usize,
+    backend: BackendKind,
+) -> RunResults {
+    if requests.is_empty() {
+        return Vec::new();
+    }
+    if backend == BackendKind::Host {
+        let ready = match engine.image_present(&image).await {
+            Ok(true) => Ok(()),
+            Ok(false) => engine.pull(&image).await.map_err(|e| {
+                format!(
+                    "image {image} is not present and could not be pulled ({e}): load it with `docker pull {image}`, or `docker load -i FILE.tar` on an offline machine, or pass --image"
+                )
+            }),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = ready {
+            return requests
+                .into_iter()
+                .map(|(n, _)| (n, (Err(e.clone()), Duration::ZERO)))
+                .collect();
+        }
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut set = JoinSet::new();
+    for (name, req) in requests {
+        let engine = engine.clone();
+        let limit = limit.clone();
+        set.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let t = Instant::now();
+            let r = engine.run(&req).await.map_err(|e| e.to_string());
+            (name, (r, t.elapsed()))
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(item) => out.push(item),
+            Err(e) => {
+                // A panicked run task: its container is removed by the label sweep.
+                let msg = format!("a container run panicked or was cancelled: {e}");
+                out.push(("(unknown)".into(), (Err(msg), Duration::ZERO)));
+            }
+        }
+    }
+    out
+}
+
+async fn snapshot_verdict(
+    s: &Scenario,
+    opts: &RunOptions,
+    sess: &Session,
+    facts: &Facts,
+) -> Verdict {
+    let Some(reg) = facts.registry.as_ref() else {
+        return Verdict::skip("the spec directories were not read");
+    };
+    let Some(loaded) = reg
+        .specs
+        .iter()
+        .filter(|l| {
+            l.path
+                .file_name()
+                .is_some_and(|n| n == s.spec_file.as_str())
+        })
+        .max_by_key(|l| l.dir_index)
+    else {
+        return Verdict::fail(
+            format!("there is no {} to snapshot", s.spec_file),
+            Some(checks::SPEC_MISSING_FIX.into()),
+        );
+    };
+    let mut value = crate::cdi::normalize(&loaded.spec);
+    if !sess.redactions.is_empty() {
+        value = redact(value, &sess.redactions);
+    }
+    let dir = opts.snapshot_dir.clone();
+    let backend = opts.backend;
+    let name = s.name.clone();
+    tokio::task::spawn_blocking(move || crate::snapshot::check(&dir, backend, &name, &value))
+        .await
+        .unwrap_or_else(|e| Verdict::fail(format!("the snapshot check crashed: {e}"), None))
+}
+
+/// Replaces path prefixes in every string of a JSON value.
+fn redact(value: serde_json::Value, with: &[(String, String)]) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(mut s) => {
+            for (from, to) in with {
+                s = s.replace(from.as_str(), to);
+            }
+            Value::String(s)
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| redact(v, with)).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, redact(v, with))).collect())
+        }
+        other => other,
+    }
+}
+
+/// Finds `snapshots/` for scenarios in `scenario_dir`: the nearest ancestor that has one,
+/// else `snapshots` beside the scenario directory.
+pub fn default_snapshot_dir(scenario_dir: &Path) -> PathBuf {
+    let start = std::fs::canonicalize(scenario_dir).unwrap_or_else(|_| scenario_dir.to_path_buf());
+    for dir in start.ancestors() {
+        let cand = dir.join("snapshots");
+        if cand.is_dir() {
+            return cand;
+        }
+    }
+    start.parent().unwrap_or(&start).join("snapshots")
+}
+
+/// Counts of statuses, for callers that summarise.
+pub fn count(results: &[CheckResult], status: Status) -> usize {
+    results.iter().filter(|r| r.status == status).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_reaches_nested_strings() {
+        let v = serde_json::json!({"a": ["/tmp/cdih-x/support/nvidia-smi"], "b": {"c": "/tmp/cdih-x"}, "n": 1});
+        let r = redact(v, &[("/tmp/cdih-x".into(), "[SIM_DIR]".into())]);
+        assert_eq!(r["a"][0], "[SIM_DIR]/support/nvidia-smi");
+        assert_eq!(r["b"]["c"], "[SIM_DIR]");
+        assert_eq!(r["n"], 1);
+    }
+
+    #[test]
+    fn selection_filters_by_trial_name() {
+        let mut o = RunOptions::new(BackendKind::Sim, PathBuf::from("snapshots"));
+        assert!(o.selected("seed", "device_all"));
+        o.selection = Some(BTreeSet::from(["seed::device_all".to_string()]));
+        assert!(o.selected("seed", "device_all"));
+        assert!(!o.selected("seed", "spec_valid"));
+        assert!(!o.selected("multi-gpu", "device_all"));
+    }
+}

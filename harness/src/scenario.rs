@@ -1,1 +1,978 @@
-//! (being written)
+//! Scenario files: a machine's NixOS configuration and what must hold on it.
+//!
+//! A scenario is a TOML file in `scenarios/`. Its `[machine]` table is written with
+//! NixOS option paths as keys so that Nix can import the very same file with
+//! `builtins.fromTOML` as a NixOS module; the harness reads from it only the facts it
+//! needs ([`MachineFacts`]). Everything else in the file is the harness's own and is
+//! parsed strictly: an unknown key, a wrong type, an invalid CDI device name or image
+//! reference is rejected with the file, the key and the reason, so a typo can never
+//! silently turn a check off.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cdi::QualifiedName;
+
+/// The error text of `docker run --gpus all` on an engine without an NVIDIA runtime
+/// hook, verbatim (measured on engines 20.10, 26.1 and 28.5).
+pub const GPUS_FLAG_ERROR: &str = r#"could not select device driver "" with capabilities: [[gpu]]"#;
+
+/// The spec file name NixOS's `nvidia-container-toolkit-cdi-generator` writes.
+pub const GENERATED_SPEC_FILE: &str = "nvidia-container-toolkit.json";
+
+/// Why a scenario file was rejected. Every variant names the file; field errors name
+/// the key path too, so the user can go straight to the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read scenario file: {source} (check the path and its permissions)")]
+    Read {
+        /// The scenario file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or wrong type, as located by the TOML parser.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The scenario file.
+        path: PathBuf,
+        /// The parser's message, with line, column and the offending key.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{path}: `{key}`: {reason}")]
+    Invalid {
+        /// The scenario file.
+        path: PathBuf,
+        /// Dotted key path, e.g. `run[1].devices[0]`.
+        key: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+    /// A directory of scenarios could not be listed.
+    #[error("{path}: cannot list scenario directory: {source}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Two scenario files would produce the same trial names.
+    #[error(
+        "{path}: scenario name `{name}` is already used by {other}; trial names must be unique"
+    )]
+    Duplicate {
+        /// The second file.
+        path: PathBuf,
+        /// The clashing name.
+        name: String,
+        /// The first file.
+        other: PathBuf,
+    },
+}
+
+/// What a `docker run` of the scenario is expected to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expectation {
+    /// The container starts and its command exits 0.
+    Success,
+    /// The engine refuses the container (or the command exits non-zero) with the declared error.
+    Failure,
+}
+
+/// One declared `docker run` invocation and its expected outcome; it becomes a check
+/// named after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// Check name, e.g. `gpus_flag`.
+    pub name: String,
+    /// CDI devices requested, as with `--device`.
+    pub devices: Vec<QualifiedName>,
+    /// `--gpus` value, e.g. `all`.
+    pub gpus: Option<String>,
+    /// `--runtime` value, e.g. `nvidia`.
+    pub runtime: Option<String>,
+    /// The command run in the container.
+    pub command: Vec<String>,
+    /// Success or failure.
+    pub expect: Expectation,
+    /// For a failure: the engine's error message must equal this exactly.
+    pub error: Option<String>,
+    /// For a failure: the engine's error message (or the output) must contain this.
+    pub error_contains: Option<String>,
+    /// For a success: the output must contain each of these.
+    pub stdout_contains: Vec<String>,
+    /// Why this is expected: shown when the expectation no longer holds.
+    pub why: Option<String>,
+}
+
+/// A check that must fail on the `sim` backend because the scenario models a broken
+/// machine, and what its message must say. On `host` the check reports what is there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedFailure {
+    /// The check's name.
+    pub check: String,
+    /// Each of these must appear in the check's message or fix hint.
+    pub message_contains: Vec<String>,
+}
+
+/// How the `sim` backend lays out the specs before the engine starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimSpecState {
+    /// The generator ran: the simulated spec is written.
+    #[default]
+    Generated,
+    /// The generator did not run: no spec at all.
+    Missing,
+}
+
+/// The broken state the `sim` backend builds for this scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SimSetup {
+    /// Whether the generated spec exists.
+    pub spec: SimSpecState,
+    /// File name of a stale, hand-made second NVIDIA spec placed beside the generated one.
+    pub stale_spec: Option<String>,
+}
+
+/// The facts the harness reads from the `[machine]` NixOS configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MachineFacts {
+    /// `virtualisation.docker.enable`.
+    pub docker_enabled: bool,
+    /// `virtualisation.docker.rootless.enable`.
+    pub rootless_enabled: bool,
+    /// `virtualisation.docker.rootless.setSocketVariable`: the rootless engine is the
+    /// user's default `DOCKER_HOST`.
+    pub rootless_default: bool,
+    /// `hardware.nvidia-container-toolkit.enable`.
+    pub toolkit_enabled: bool,
+    /// `hardware.nvidia-container-toolkit.device-name-strategy` (default `index`).
+    pub device_name_strategy: String,
+    /// `virtualisation.docker.daemon.settings.runtimes`: the seed's pitfall when non-empty.
+    pub manual_runtimes: serde_json::Map<String, serde_json::Value>,
+    /// `virtualisation.docker.daemon.settings.default-runtime`.
+    pub default_runtime: Option<String>,
+    /// `virtualisation.docker.daemon.settings.features.cdi`, when set explicitly.
+    pub cdi_feature: Option<bool>,
+    /// `virtualisation.docker.enableNvidia` (deprecated).
+    pub enable_nvidia: bool,
+    /// `users.extraGroups.docker.members`.
+    pub docker_group_members: Vec<String>,
+}
+
+impl MachineFacts {
+    /// Whether the engine on this machine has CDI switched on: the toolkit module sets
+    /// `features.cdi = true` for docker >= 25 unless the user overrides it.
+    pub fn cdi_enabled(&self) -> bool {
+        self.cdi_feature.unwrap_or(self.toolkit_enabled)
+    }
+
+    /// Problems in the machine configuration itself: the pitfalls of the seed write-up.
+    /// Each entry is (problem, fix).
+    pub fn pitfalls(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !self.toolkit_enabled {
+            out.push((
+                "hardware.nvidia-container-toolkit.enable is not true: nothing generates the CDI spec".to_string(),
+                "set hardware.nvidia-container-toolkit.enable = true".to_string(),
+            ));
+        }
+        if !self.docker_enabled {
+            out.push((
+                "virtualisation.docker.enable is not true".to_string(),
+                "set virtualisation.docker.enable = true".to_string(),
+            ));
+        }
+        for (name, value) in &self.manual_runtimes {
+            let text = value.to_string();
+            let nvidia = name.contains("nvidia") || text.contains("nvidia");
+            if nvidia {
+                out.push((
+                    format!(
+                        "virtualisation.docker.daemon.settings.runtimes.{name} = {text}: a manual NVIDIA runtime (the old pkgs.nvidia-docker way) that breaks after `nix flake update`"
+                    ),
+                    "remove virtualisation.docker.daemon.settings.runtimes (and any pkgs.nvidia-docker) and rely solely on hardware.nvidia-container-toolkit.enable = true; run containers with --device nvidia.com/gpu=all".to_string(),
+                ));
+            }
+        }
+        if let Some(rt) = &self.default_runtime {
+            if rt.contains("nvidia") {
+                out.push((
+                    format!("virtualisation.docker.daemon.settings.default-runtime = \"{rt}\": the legacy NVIDIA runtime as default"),
+                    "remove default-runtime; CDI needs no runtime".to_string(),
+                ));
+            }
+        }
+        if self.cdi_feature == Some(false) {
+            out.push((
+                "virtualisation.docker.daemon.settings.features.cdi = false: the engine ignores CDI devices (`could not select device driver \"cdi\"`)".to_string(),
+                "remove features.cdi = false; the toolkit module turns CDI on for docker >= 25".to_string(),
+            ));
+        }
+        if self.enable_nvidia {
+            out.push((
+                "virtualisation.docker.enableNvidia is deprecated and uses the legacy runtime"
+                    .to_string(),
+                "remove it and set hardware.nvidia-container-toolkit.enable = true".to_string(),
+            ));
+        }
+        out
+    }
+}
+
+/// GPUs the machine has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpus {
+    /// How many.
+    pub count: u32,
+    /// PCI addresses for VM passthrough (may be empty).
+    pub pci: Vec<String>,
+    /// Model name the `sim` backend gives its GPUs.
+    pub model: String,
+}
+
+/// A parsed, validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// File stem: the prefix of every trial name.
+    pub name: String,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// One paragraph: what machine this is and why it matters.
+    pub description: String,
+    /// The `[machine]` table verbatim: a NixOS module for Nix.
+    pub machine: toml::Table,
+    /// What the harness reads from `machine`.
+    pub facts: MachineFacts,
+    /// The GPUs.
+    pub gpus: Gpus,
+    /// Image the containers run on `host` (the seed's CUDA image by default).
+    pub image: String,
+    /// CDI devices that must be in the spec and in `docker info`.
+    pub expected_devices: Vec<QualifiedName>,
+    /// File name of the generated spec.
+    pub spec_file: String,
+    /// Declared `docker run` invocations.
+    pub runs: Vec<RunSpec>,
+    /// Checks that must fail on `sim` (the scenario models a broken machine).
+    pub expected_failures: Vec<ExpectedFailure>,
+    /// The broken state `sim` builds.
+    pub sim: SimSetup,
+}
+
+impl Scenario {
+    /// The expected failure declared for `check`, if any.
+    pub fn expected_failure(&self, check: &str) -> Option<&ExpectedFailure> {
+        self.expected_failures.iter().find(|f| f.check == check)
+    }
+
+    /// The built-in check names this scenario has, plus its declared runs, in report order.
+    pub fn check_names(&self) -> Vec<String> {
+        crate::checks::check_names(self)
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.path.display())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawScenario {
+    description: String,
+    image: Option<String>,
+    machine: toml::Table,
+    gpus: RawGpus,
+    #[serde(default)]
+    expect: RawExpect,
+    #[serde(default)]
+    run: Vec<RawRun>,
+    #[serde(default)]
+    sim: RawSim,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGpus {
+    count: u32,
+    #[serde(default)]
+    pci: Vec<String>,
+    model: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawExpect {
+    devices: Option<Vec<String>>,
+    spec_file: Option<String>,
+    #[serde(default)]
+    fail: Vec<RawExpectedFailure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawExpectedFailure {
+    check: String,
+    #[serde(default)]
+    message_contains: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRun {
+    name: String,
+    #[serde(default)]
+    devices: Vec<String>,
+    gpus: Option<String>,
+    runtime: Option<String>,
+    command: Option<Vec<String>>,
+    expect: Expectation,
+    error: Option<String>,
+    error_contains: Option<String>,
+    #[serde(default)]
+    stdout_contains: Vec<String>,
+    why: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSim {
+    #[serde(default)]
+    spec: SimSpecState,
+    stale_spec: Option<String>,
+}
+
+/// The seed write-up's image.
+pub const DEFAULT_IMAGE: &str = "nvidia/cuda:13.1.1-base-ubuntu24.04";
+
+/// Loads and validates one scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Loads every `*.toml` in `dir`, sorted by name, rejecting duplicate names.
+pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| ScenarioError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| ScenarioError::ReadDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            paths.push(p);
+        }
+    }
+    paths.sort();
+    load_all(&paths)
+}
+
+/// Loads several files, rejecting two that share a scenario name.
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, ScenarioError> {
+    let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut out = Vec::new();
+    for p in paths {
+        let s = load(p)?;
+        if let Some(other) = seen.get(&s.name) {
+            return Err(ScenarioError::Duplicate {
+                path: p.clone(),
+                name: s.name,
+                other: other.clone(),
+            });
+        }
+        seen.insert(s.name.clone(), p.clone());
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Parses scenario text; `path` names the file in errors and gives the scenario its name.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let invalid = |key: &str, reason: String| ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            "(file name)",
+            format!(
+                "scenario name {name:?} must be letters, digits, '-' or '_' (it prefixes trial names)"
+            ),
+        ));
+    }
+    if raw.description.trim().is_empty() {
+        return Err(invalid(
+            "description",
+            "must say what machine this is".into(),
+        ));
+    }
+
+    let facts = machine_facts(&raw.machine).map_err(|(key, reason)| invalid(&key, reason))?;
+
+    if raw.gpus.count > 64 {
+        return Err(invalid(
+            "gpus.count",
+            format!(
+                "{} GPUs is more than any machine has (at most 64)",
+                raw.gpus.count
+            ),
+        ));
+    }
+    for (i, pci) in raw.gpus.pci.iter().enumerate() {
+        if !is_pci_address(pci) {
+            return Err(invalid(
+                &format!("gpus.pci[{i}]"),
+                format!("{pci:?} is not a PCI address like \"0000:01:00.0\""),
+            ));
+        }
+    }
+    if !raw.gpus.pci.is_empty() && raw.gpus.pci.len() != raw.gpus.count as usize {
+        return Err(invalid(
+            "gpus.pci",
+            format!(
+                "lists {} addresses but gpus.count is {}",
+                raw.gpus.pci.len(),
+                raw.gpus.count
+            ),
+        ));
+    }
+
+    let image = raw.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+    validate_image(&image).map_err(|reason| invalid("image", reason))?;
+
+    let expected_devices = match raw.expect.devices {
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, d) in list.iter().enumerate() {
+                out.push(parse_device(d).map_err(|r| invalid(&format!("expect.devices[{i}]"), r))?);
+            }
+            out
+        }
+        None => default_devices(raw.gpus.count, &facts.device_name_strategy).map_err(|r| {
+            invalid(
+                "machine.hardware.nvidia-container-toolkit.device-name-strategy",
+                r,
+            )
+        })?,
+    };
+
+    let spec_file = raw
+        .expect
+        .spec_file
+        .unwrap_or_else(|| GENERATED_SPEC_FILE.to_string());
+    if spec_file.contains('/') || !(spec_file.ends_with(".json") || spec_file.ends_with(".yaml")) {
+        return Err(invalid(
+            "expect.spec-file",
+            format!(
+                "{spec_file:?} must be a file name ending in .json or .yaml (the engine reads no other)"
+            ),
+        ));
+    }
+
+    let mut runs = Vec::new();
+    let mut run_names = BTreeSet::new();
+    for (i, r) in raw.run.into_iter().enumerate() {
+        let key = |field: &str| format!("run[{i}].{field}");
+        if !is_check_name(&r.name) {
+            return Err(invalid(
+                &key("name"),
+                format!(
+                    "{:?} must be lower-case letters, digits and '_', starting with a letter",
+                    r.name
+                ),
+            ));
+        }
+        if crate::checks::is_builtin(&r.name) {
+            return Err(invalid(
+                &key("name"),
+                format!(
+                    "{:?} is the name of a built-in check; choose another",
+                    r.name
+                ),
+            ));
+        }
+        if !run_names.insert(r.name.clone()) {
+            return Err(invalid(
+                &key("name"),
+                format!("{:?} is used by another [[run]]", r.name),
+            ));
+        }
+        let mut devices = Vec::new();
+        for (j, d) in r.devices.iter().enumerate() {
+            devices.push(
+                parse_device(d)
+                    .map_err(|reason| invalid(&key(&format!("devices[{j}]")), reason))?,
+            );
+        }
+        if let Some(g) = &r.gpus {
+            if g.trim().is_empty() {
+                return Err(invalid(
+                    &key("gpus"),
+                    "must be a --gpus value such as \"all\" or \"device=0\"".into(),
+                ));
+            }
+        }
+        let command = r.command.unwrap_or_else(|| vec!["nvidia-smi".to_string()]);
+        if command.is_empty() {
+            return Err(invalid(
+                &key("command"),
+                "must name at least the program to run".into(),
+            ));
+        }
+        match r.expect {
+            Expectation::Failure if r.error.is_none() && r.error_contains.is_none() => {
+                return Err(invalid(
+                    &key("error"),
+                    "an expected failure must say which error: set `error` (exact engine message) or `error-contains`".into(),
+                ));
+            }
+            Expectation::Success if r.error.is_some() || r.error_contains.is_some() => {
+                return Err(invalid(
+                    &key("error"),
+                    "only an expected failure has an error; remove it or set expect = \"failure\""
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        runs.push(RunSpec {
+            name: r.name,
+            devices,
+            gpus: r.gpus,
+            runtime: r.runtime,
+            command,
+            expect: r.expect,
+            error: r.error,
+            error_contains: r.error_contains,
+            stdout_contains: r.stdout_contains,
+            why: r.why,
+        });
+    }
+
+    let sim = SimSetup {
+        spec: raw.sim.spec,
+        stale_spec: raw.sim.stale_spec,
+    };
+    if let Some(f) = &sim.stale_spec {
+        if f.contains('/') || !(f.ends_with(".json") || f.ends_with(".yaml")) || *f == spec_file {
+            return Err(invalid(
+                "sim.stale-spec",
+                format!(
+                    "{f:?} must be a file name ending in .json or .yaml, other than the generated spec"
+                ),
+            ));
+        }
+    }
+
+    let mut scenario = Scenario {
+        name,
+        path: path.to_path_buf(),
+        description: raw.description.trim().to_string(),
+        machine: raw.machine,
+        facts,
+        gpus: Gpus {
+            count: raw.gpus.count,
+            pci: raw.gpus.pci,
+            model: raw
+                .gpus
+                .model
+                .unwrap_or_else(|| "NVIDIA H100 80GB HBM3".to_string()),
+        },
+        image,
+        expected_devices,
+        spec_file,
+        runs,
+        expected_failures: Vec::new(),
+        sim,
+    };
+
+    let known = scenario.check_names();
+    let mut failures = Vec::new();
+    for (i, f) in raw.expect.fail.into_iter().enumerate() {
+        if !known.contains(&f.check) {
+            return Err(invalid(
+                &format!("expect.fail[{i}].check"),
+                format!(
+                    "{:?} is not a check of this scenario; its checks are: {}",
+                    f.check,
+                    known.join(", ")
+                ),
+            ));
+        }
+        if failures
+            .iter()
+            .any(|x: &ExpectedFailure| x.check == f.check)
+        {
+            return Err(invalid(
+                &format!("expect.fail[{i}].check"),
+                format!("{:?} is declared twice", f.check),
+            ));
+        }
+        failures.push(ExpectedFailure {
+            check: f.check,
+            message_contains: f.message_contains,
+        });
+    }
+    scenario.expected_failures = failures;
+    Ok(scenario)
+}
+
+fn parse_device(s: &str) -> Result<QualifiedName, String> {
+    QualifiedName::parse(s)
+        .map_err(|e| format!("{s:?} is not a CDI device name like \"nvidia.com/gpu=0\": {e}"))
+}
+
+fn default_devices(count: u32, strategy: &str) -> Result<Vec<QualifiedName>, String> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if strategy != "index" {
+        return Err(format!(
+            "device-name-strategy {strategy:?} names devices by UUID; list the expected names in expect.devices"
+        ));
+    }
+    let mut names: Vec<String> = (0..count).map(|i| format!("nvidia.com/gpu={i}")).collect();
+    names.push("nvidia.com/gpu=all".to_string());
+    names.iter().map(|n| parse_device(n)).collect()
+}
+
+fn is_check_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_pci_address(s: &str) -> bool {
+    // domain:bus:device.function, e.g. 0000:01:00.0 (domain may be omitted).
+    static RE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^([0-9a-fA-F]{4,8}:)?[0-9a-fA-F]{2}:[0-1][0-9a-fA-F]\.[0-7]$").ok()
+    });
+    RE.as_ref().is_some_and(|re| re.is_match(s))
+}
+
+/// Checks an image reference the way the engine's reference grammar does.
+pub fn validate_image(image: &str) -> Result<(), String> {
+    if image.trim() != image || image.is_empty() {
+        return Err(format!(
+            "{image:?} is not an image reference (empty or surrounded by spaces)"
+        ));
+    }
+    image
+        .parse::<oci_spec::distribution::Reference>()
+        .map(|_| ())
+        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))
+}
+
+/// Reads the facts the harness needs from the NixOS configuration, checking the type
+/// of every option it reads. Returns (key path, reason) on a bad value.
+fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)> {
+    let mut facts = MachineFacts {
+        device_name_strategy: "index".to_string(),
+        ..MachineFacts::default()
+    };
+    facts.docker_enabled =
+        get_bool(machine, &["virtualisation", "docker", "enable"])?.unwrap_or(false);
+    facts.rootless_enabled =
+        get_bool(machine, &["virtualisation", "docker", "rootless", "enable"])?.unwrap_or(false);
+    facts.rootless_default = get_bool(
+        machine,
+        &["virtualisation", "docker", "rootless", "setSocketVariable"],
+    )?
+    .unwrap_or(false);
+    if facts.rootless_default && !facts.rootless_enabled {
+        return Err((
+            "machine.virtualisation.docker.rootless.setSocketVariable".into(),
+            "is true but rootless.enable is not: there is no rootless engine to point at".into(),
+        ));
+    }
+    get_bool(machine, &["virtualisation", "docker", "enableOnBoot"])?;
+    facts.toolkit_enabled =
+        get_bool(machine, &["hardware", "nvidia-container-toolkit", "enable"])?.unwrap_or(false);
+    get_bool(
+        machine,
+        &[
+            "hardware",
+            "nvidia-container-toolkit",
+            "suppressNvidiaDriverAssertion",
+        ],
+    )?;
+    if let Some(v) = get(
+        machine,
+        &[
+            "hardware",
+            "nvidia-container-toolkit",
+            "device-name-strategy",
+        ],
+    )? {
+        let s = v.as_str().ok_or_else(|| {
+            (
+                "machine.hardware.nvidia-container-toolkit.device-name-strategy".to_string(),
+                format!("must be a string, found {}", v.type_str()),
+            )
+        })?;
+        if !["index", "uuid", "type-index"].contains(&s) {
+            return Err((
+                "machine.hardware.nvidia-container-toolkit.device-name-strategy".into(),
+                format!("{s:?} is not one of \"index\", \"uuid\", \"type-index\""),
+            ));
+        }
+        facts.device_name_strategy = s.to_string();
+    }
+    facts.enable_nvidia =
+        get_bool(machine, &["virtualisation", "docker", "enableNvidia"])?.unwrap_or(false);
+    let settings = ["virtualisation", "docker", "daemon", "settings"];
+    if let Some(v) = get(machine, &[&settings[..], &["runtimes"]].concat())? {
+        let table = v.as_table().ok_or_else(|| {
+            (
+                "machine.virtualisation.docker.daemon.settings.runtimes".to_string(),
+                format!("must be a table of runtimes, found {}", v.type_str()),
+            )
+        })?;
+        for (name, rt) in table {
+            let json = serde_json::to_value(rt).map_err(|e| {
+                (
+                    format!("machine.virtualisation.docker.daemon.settings.runtimes.{name}"),
+                    e.to_string(),
+                )
+            })?;
+            if json.get("path").and_then(|p| p.as_str()).is_none() {
+                return Err((
+                    format!("machine.virtualisation.docker.daemon.settings.runtimes.{name}"),
+                    "a runtime needs a string `path` (as dockerd's daemon.json does)".into(),
+                ));
+            }
+            facts.manual_runtimes.insert(name.clone(), json);
+        }
+    }
+    if let Some(v) = get(machine, &[&settings[..], &["default-runtime"]].concat())? {
+        facts.default_runtime = Some(
+            v.as_str()
+                .ok_or_else(|| {
+                    (
+                        "machine.virtualisation.docker.daemon.settings.default-runtime".to_string(),
+                        format!("must be a string, found {}", v.type_str()),
+                    )
+                })?
+                .to_string(),
+        );
+    }
+    facts.cdi_feature = get_bool(machine, &[&settings[..], &["features", "cdi"]].concat())?;
+    if let Some(v) = get(machine, &["users", "extraGroups", "docker", "members"])? {
+        let list = v.as_array().ok_or_else(|| {
+            (
+                "machine.users.extraGroups.docker.members".to_string(),
+                format!("must be a list of user names, found {}", v.type_str()),
+            )
+        })?;
+        for (i, m) in list.iter().enumerate() {
+            let s = m.as_str().ok_or_else(|| {
+                (
+                    format!("machine.users.extraGroups.docker.members[{i}]"),
+                    format!("must be a user name string, found {}", m.type_str()),
+                )
+            })?;
+            facts.docker_group_members.push(s.to_string());
+        }
+    }
+    Ok(facts)
+}
+
+fn get<'a>(
+    table: &'a toml::Table,
+    path: &[&str],
+) -> Result<Option<&'a toml::Value>, (String, String)> {
+    let mut cur = table;
+    for (i, key) in path.iter().enumerate() {
+        match cur.get(*key) {
+            None => return Ok(None),
+            Some(v) if i + 1 == path.len() => return Ok(Some(v)),
+            Some(toml::Value::Table(t)) => cur = t,
+            Some(other) => {
+                return Err((
+                    format!("machine.{}", path[..=i].join(".")),
+                    format!(
+                        "must be a table (it holds option {}), found {}",
+                        path[i + 1],
+                        other.type_str()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn get_bool(table: &toml::Table, path: &[&str]) -> Result<Option<bool>, (String, String)> {
+    match get(table, path)? {
+        None => Ok(None),
+        Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+        Some(other) => Err((
+            format!("machine.{}", path.join(".")),
+            format!("must be true or false, found {}", other.type_str()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    const SEED: &str = r#"
+description = "the seed"
+image = "nvidia/cuda:13.1.1-base-ubuntu24.04"
+
+[machine.virtualisation.docker]
+enable = true
+enableOnBoot = false
+rootless = { enable = true, setSocketVariable = false }
+
+[machine.hardware.nvidia-container-toolkit]
+enable = true
+
+[machine.users.extraGroups.docker]
+members = ["ryan"]
+
+[gpus]
+count = 1
+
+[[run]]
+name = "gpus_flag"
+gpus = "all"
+expect = "failure"
+error = 'could not select device driver "" with capabilities: [[gpu]]'
+"#;
+
+    fn parse_seed(text: &str) -> Result<Scenario, ScenarioError> {
+        parse(Path::new("scenarios/seed.toml"), text)
+    }
+
+    #[test]
+    fn seed_parses_with_facts_and_default_devices() {
+        let s = parse_seed(SEED).expect("seed parses");
+        assert_eq!(s.name, "seed");
+        assert!(s.facts.docker_enabled && s.facts.toolkit_enabled && s.facts.rootless_enabled);
+        assert!(!s.facts.rootless_default);
+        assert_eq!(s.facts.docker_group_members, vec!["ryan"]);
+        let devs: Vec<String> = s.expected_devices.iter().map(|d| d.to_string()).collect();
+        assert_eq!(devs, vec!["nvidia.com/gpu=0", "nvidia.com/gpu=all"]);
+        assert_eq!(s.runs[0].command, vec!["nvidia-smi"]);
+        assert!(s.facts.pitfalls().is_empty());
+        assert!(s.check_names().contains(&"gpus_flag".to_string()));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_file_and_key() {
+        let err = parse_seed(&format!("colour = 1\n{SEED}"))
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.starts_with("scenarios/seed.toml"), "{err}");
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        let err =
+            parse_seed(&SEED.replace("name = \"gpus_flag\"", "name = \"gpus_flag\"\ndevice = []"))
+                .expect_err("rejected")
+                .to_string();
+        assert!(err.contains("unknown field `device`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_with_file_and_key() {
+        let err = parse_seed(&SEED.replace("count = 1", "count = \"one\""))
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.starts_with("scenarios/seed.toml"), "{err}");
+        assert!(err.contains("count"), "{err}");
+    }
+
+    #[rstest]
+    #[case::bad_device(
+        SEED.replace("gpus = \"all\"", "devices = [\"nvidia.com/gpu=a b\"]"),
+        "run[0].devices[0]"
+    )]
+    #[case::unqualified(SEED.replace("gpus = \"all\"", "devices = [\"nvidia.com/gpu\"]"), "run[0].devices[0]")]
+    #[case::bad_image(SEED.replace("nvidia/cuda:13.1.1", "Nvidia/CUDA::13"), "`image`")]
+    #[case::toolkit_not_bool(SEED.replace("[machine.hardware.nvidia-container-toolkit]\nenable = true", "[machine.hardware.nvidia-container-toolkit]\nenable = \"yes\""), "machine.hardware.nvidia-container-toolkit.enable")]
+    #[case::members_not_list(SEED.replace("members = [\"ryan\"]", "members = \"ryan\""), "machine.users.extraGroups.docker.members")]
+    #[case::failure_without_error(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", ""), "run[0].error")]
+    #[case::builtin_name(SEED.replace("name = \"gpus_flag\"", "name = \"device_all\""), "run[0].name")]
+    #[case::unknown_expected_failure(format!("{SEED}\n[[expect.fail]]\ncheck = \"nope\"\n"), "expect.fail[0].check")]
+    #[case::bad_pci(SEED.replace("count = 1", "count = 1\npci = [\"01:00\"]"), "gpus.pci[0]")]
+    #[case::socket_without_rootless(SEED.replace("rootless = { enable = true, setSocketVariable = false }", "rootless = { enable = false, setSocketVariable = true }"), "setSocketVariable")]
+    #[case::runtime_without_path(format!("{SEED}\n[machine.virtualisation.docker.daemon.settings.runtimes.nvidia]\nargs = []\n"), "runtimes.nvidia")]
+    fn invalid_values_name_the_key(#[case] text: String, #[case] key: &str) {
+        let err = parse_seed(&text).expect_err("rejected").to_string();
+        assert!(err.starts_with("scenarios/seed.toml"), "{err}");
+        assert!(err.contains(key), "expected key {key} in: {err}");
+    }
+
+    #[test]
+    fn manual_runtime_is_a_pitfall_with_the_seed_fix() {
+        let text = format!(
+            "{SEED}\n[machine.virtualisation.docker.daemon.settings.runtimes.nvidia]\npath = \"nvidia-container-runtime\"\n"
+        );
+        let s = parse_seed(&text).expect("parses");
+        let pitfalls = s.facts.pitfalls();
+        assert_eq!(pitfalls.len(), 1);
+        assert!(pitfalls[0].0.contains("daemon.settings.runtimes.nvidia"));
+        assert!(
+            pitfalls[0]
+                .1
+                .contains("hardware.nvidia-container-toolkit.enable = true")
+        );
+    }
+
+    #[test]
+    fn expected_devices_follow_gpu_count() {
+        let s = parse_seed(&SEED.replace("count = 1", "count = 4")).expect("parses");
+        let devs: Vec<String> = s.expected_devices.iter().map(|d| d.to_string()).collect();
+        assert_eq!(devs.len(), 5);
+        assert_eq!(devs[3], "nvidia.com/gpu=3");
+        assert!(s.check_names().contains(&"device_3".to_string()));
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::create_dir_all(&a).expect("mkdir");
+        std::fs::create_dir_all(&b).expect("mkdir");
+        std::fs::write(a.join("seed.toml"), SEED).expect("write");
+        std::fs::write(b.join("seed.toml"), SEED).expect("write");
+        let err = load_all(&[a.join("seed.toml"), b.join("seed.toml")]).expect_err("duplicate");
+        assert!(matches!(err, ScenarioError::Duplicate { .. }), "{err}");
+    }
+}

@@ -1,1 +1,53 @@
-//! (being written)
+//! The `sim` backend: every check, against a real Docker engine, on a machine without a GPU.
+//!
+//! CI runners and a newcomer's laptop have no NVIDIA GPU, yet the checks must run there
+//! against the same engine code paths a GPU host exercises. So the harness starts a
+//! private dockerd with CDI enabled ([`PrivateEngine`]), writes a simulated NVIDIA CDI
+//! spec for N GPUs into its spec dir ([`sim_spec_json`], device nodes backed by
+//! `/dev/null`), mounts a simulated `nvidia-smi` that reports exactly the GPUs CDI
+//! injected ([`write_support_files`]), and imports a tiny image built from the host's
+//! static busybox ([`busybox_rootfs_tar`], [`import_image`]). Results from this backend
+//! prove the engine's CDI handling, never that real GPUs work; reports label them so.
+//!
+//! Typical use:
+//! ```no_run
+//! # async fn demo() -> Result<(), cdi_harness::sim::SimError> {
+//! use cdi_harness::sim::*;
+//! let mut engine = PrivateEngine::start(EngineOptions::default()).await?;
+//! let gpus = sim_gpus(2);
+//! let support = engine.root().join("support");
+//! write_support_files(&support, &gpus)?;
+//! let spec = engine.spec_dirs()[0].join(SPEC_FILE_NAME);
+//! std::fs::write(&spec, sim_spec_json(&gpus, &support)).map_err(|e| SimError::Io {
+//!     what: format!("writing {}", spec.display()),
+//!     source: e,
+//! })?;
+//! let docker = engine.client().await?;
+//! import_image(&docker, SIM_IMAGE, busybox_rootfs_tar()?, std::time::Duration::from_secs(60)).await?;
+//! // … run checks against engine.docker_host() …
+//! engine.stop().await?;
+//! # Ok(()) }
+//! ```
+
+mod daemon;
+mod error;
+mod gpu;
+mod image;
+mod spec;
+
+pub use daemon::{
+    DEFAULT_DOCKERD, ENV_DOCKERD, EngineOptions, MIN_CDI_ENGINE_MAJOR, PrivateEngine, find_dockerd,
+    remove_stale_engine_dirs,
+};
+pub use error::{EngineStartFailure, SimError};
+pub use gpu::{
+    INVENTORY_CONTAINER_PATH, INVENTORY_FILE, NVIDIA_SMI_CONTAINER_PATH, NVIDIA_SMI_FILE,
+    SIM_CUDA_VERSION, SIM_DRIVER_VERSION, SIM_GPU_MEMORY_MIB, SIM_GPU_NAME, SIM_NVML_VERSION,
+    SimGpu, expected_smi_list, inventory_text, nvidia_smi_script, sim_gpu_uuid, sim_gpus,
+    write_support_files,
+};
+pub use image::{SIM_IMAGE, busybox_rootfs_tar, find_static_busybox, import_image};
+pub use spec::{
+    SIM_CDI_KIND, SIM_CDI_VERSION, SPEC_FILE_NAME, STALE_SPEC_FILE_NAME, sim_spec_json,
+    sim_spec_json_with_uuids, stale_spec_yaml,
+};
