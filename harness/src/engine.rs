@@ -555,7 +555,8 @@ impl Engine {
         })
     }
 
-    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+    /// Force-removes one container (and its anonymous volumes); a container already gone is fine.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)

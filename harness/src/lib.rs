@@ -6,6 +6,7 @@
 //! code path: [`runner::run_scenarios`] turns scenario files into [`outcome::CheckResult`]s.
 //! See `ARCHITECTURE.md` at the repository root for how the modules fit together.
 
+pub mod bench;
 pub mod cdi;
 pub mod checks;
 pub mod engine;

@@ -35,6 +35,19 @@ enum Command {
         #[arg(long = "scenario", value_name = "PATH")]
         scenarios: Vec<PathBuf>,
     },
+    /// Time `cdi-harness run` on the seed scenario against the seed's manual checklist
+    /// script, both on the same private engine, and print the ratio.
+    Bench {
+        /// Timed runs of each side.
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+        /// The seed scenario file.
+        #[arg(long, default_value = "scenarios/seed.toml")]
+        scenario: PathBuf,
+        /// dockerd for the private engine.
+        #[arg(long, value_name = "PATH")]
+        dockerd: Option<PathBuf>,
+    },
     /// Work with CDI spec files.
     Cdi {
         #[command(subcommand)]
@@ -125,6 +138,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::List { scenarios } => list(&scenarios),
+        Command::Bench {
+            iterations,
+            scenario,
+            dockerd,
+        } => bench(&scenario, dockerd, iterations),
         Command::Cdi { command } => match command {
             CdiCommand::Validate { files } => validate(&files),
             CdiCommand::Normalize { file } => normalize(&file),
@@ -321,6 +339,32 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(130);
     }
     code
+}
+
+fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
+    let seed = match scenario::load(file) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return config_error(format!("cannot find this program's own path: {e}")),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
+    };
+    eprintln!("benchmarking {} ({iterations} runs each side)…", file.display());
+    match rt.block_on(cdi_harness::bench::run(&seed, file, &exe, dockerd, iterations)) {
+        Ok(r) => {
+            print!("{}", r.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn write_text(path: &Path, text: &str) -> std::io::Result<()> {

@@ -20,7 +20,7 @@ use crate::scenario::{Scenario, SimSpecState};
 use crate::sim;
 
 /// The image the `sim` backend imports from the host's static busybox.
-pub const SIM_IMAGE: &str = "cdi-harness/busybox:sim";
+pub use crate::sim::SIM_IMAGE;
 
 /// Called with each result as soon as it is known (progress on a terminal).
 pub type Progress = Arc<dyn Fn(&CheckResult) + Send + Sync>;
@@ -173,8 +173,7 @@ struct Session {
     spec_dirs_source: String,
     /// Path prefixes replaced in snapshots (the sim's temp dir).
     redactions: Vec<(String, String)>,
-    private: Option<sim::PrivateEngine>,
-    _scratch: Option<tempfile::TempDir>,
+    private: Option<SimEnvironment>,
 }
 
 async fn run_one(
@@ -241,7 +240,7 @@ async fn run_one(
         };
         let _ = tokio::time::timeout(opts.timeouts.call * 3, cleanup).await;
         if let Some(private) = sess.private.as_mut() {
-            let _ = private.stop().await;
+            private.stop().await;
         }
     }
 
@@ -302,11 +301,40 @@ async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<S
         spec_dirs_source: "docker info".into(),
         redactions: Vec::new(),
         private: None,
-        _scratch: None,
     })
 }
 
-async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+/// A private engine laid out for one scenario (specs, support files, image): what the
+/// `sim` backend and the benchmark share.
+pub struct SimEnvironment {
+    /// The running engine.
+    pub engine: sim::PrivateEngine,
+    /// The spec dirs it reads, in priority order (NixOS's /etc/cdi and /run/cdi).
+    pub spec_dirs: Vec<PathBuf>,
+    scratch: tempfile::TempDir,
+}
+
+impl SimEnvironment {
+    /// The temporary directory holding the specs and support files.
+    pub fn scratch_dir(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The directory the generator would write into (`/run/cdi` on NixOS).
+    pub fn generated_spec_dir(&self) -> &Path {
+        self.spec_dirs.last().map(PathBuf::as_path).unwrap_or(self.scratch.path())
+    }
+
+    /// Stops the engine; the scratch directory goes when this value is dropped.
+    pub async fn stop(&mut self) {
+        let _ = self.engine.stop().await;
+    }
+}
+
+/// Starts a private engine in the state the scenario describes: the simulated spec for
+/// its GPUs (or none, or with a stale second spec), its manual runtimes, CDI on or off,
+/// and the busybox image imported.
+pub async fn start_sim(s: &Scenario, dockerd: Option<PathBuf>, timeouts: Timeouts) -> Result<SimEnvironment, String> {
     let scratch = tempfile::Builder::new()
         .prefix("cdih-spec-")
         .tempdir()
@@ -331,32 +359,43 @@ async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Se
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     let engine_opts = sim::EngineOptions {
-        dockerd: opts.dockerd.clone(),
+        dockerd,
         cdi: s.facts.cdi_enabled(),
         spec_dirs: vec![etc.clone(), run.clone()],
         runtimes: s.facts.manual_runtimes.clone(),
-        start_timeout: opts.timeouts.call,
+        start_timeout: timeouts.call,
     };
-    let private = sim::PrivateEngine::start(engine_opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    let endpoint = Endpoint::unix(private.socket_path(), "the private simulated engine");
-    let engine = Engine::connect(endpoint, opts.timeouts, run_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let engine = sim::PrivateEngine::start(engine_opts).await.map_err(|e| e.to_string())?;
+    let client = engine.client().await.map_err(|e| e.to_string())?;
     let tar = sim::busybox_rootfs_tar().map_err(|e| e.to_string())?;
-    sim::import_image(engine.client(), SIM_IMAGE, tar, opts.timeouts.call)
+    sim::import_image(&client, SIM_IMAGE, tar, timeouts.call)
         .await
         .map_err(|e| e.to_string())?;
-    let root = scratch.path().display().to_string();
+    Ok(SimEnvironment {
+        engine,
+        spec_dirs: vec![etc, run],
+        scratch,
+    })
+}
+
+async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+    let mut env = start_sim(s, opts.dockerd.clone(), opts.timeouts).await?;
+    let endpoint = Endpoint::unix(env.engine.socket_path(), "the private simulated engine");
+    let engine = match Engine::connect(endpoint, opts.timeouts, run_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            env.stop().await;
+            return Err(e.to_string());
+        }
+    };
+    let root = env.scratch_dir().display().to_string();
     Ok(Session {
         engine,
         image: SIM_IMAGE.to_string(),
-        spec_dirs: vec![etc, run],
+        spec_dirs: env.spec_dirs.clone(),
         spec_dirs_source: "the simulated engine's cdi-spec-dirs".into(),
         redactions: vec![(root, "[SIM_DIR]".into())],
-        private: Some(private),
-        _scratch: Some(scratch),
+        private: Some(env),
     })
 }
 
@@ -416,10 +455,40 @@ async fn gather(
         opts.container_concurrency,
         opts.backend,
     );
-    let info_fut = async {
+    // `docker info`, then (on the host, where the engine says where specs live) the
+    // spec dirs as the engine loads them and the snapshot: one chain, concurrent with
+    // the containers and the CLI.
+    let backend = opts.backend;
+    let sim_dirs = sess.spec_dirs.clone();
+    let redactions = sess.redactions.clone();
+    let snapshot_dir = opts.snapshot_dir.clone();
+    let spec_chain = async {
         let t = Instant::now();
         let info = engine.info().await.map_err(|e| e.to_string());
-        (info, t.elapsed())
+        let info_time = t.elapsed();
+        let (dirs, source) = match (backend, &info) {
+            (BackendKind::Sim, _) => (sim_dirs, "the simulated engine's cdi-spec-dirs".to_string()),
+            (BackendKind::Host, Ok(i)) if !i.cdi_spec_dirs.is_empty() => (
+                i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
+                "docker info".to_string(),
+            ),
+            (BackendKind::Host, _) => (
+                vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+                "the CDI default, since the engine reports none".to_string(),
+            ),
+        };
+        let t = Instant::now();
+        let load_dirs = dirs.clone();
+        let registry = tokio::task::spawn_blocking(move || crate::cdi::load_dirs(&load_dirs)).await.ok();
+        let spec_time = t.elapsed();
+        let snapshot = if wants("spec_snapshot") {
+            let t = Instant::now();
+            let v = snapshot_verdict(s, backend, &snapshot_dir, &redactions, registry.as_ref()).await;
+            Some((v, t.elapsed()))
+        } else {
+            None
+        };
+        (info, info_time, dirs, source, registry, spec_time, snapshot)
     };
     let cli_fut = async {
         match (&opts.docker_cli, wants("info_cli")) {
@@ -433,64 +502,39 @@ async fn gather(
             _ => None,
         }
     };
-    let ((info, info_time), cli, runs) = tokio::join!(info_fut, cli_fut, runs_fut);
+    let ((info, info_time, dirs, source, registry, spec_time, snapshot), cli, runs) =
+        tokio::join!(spec_chain, cli_fut, runs_fut);
 
-    // On the host the engine says where it reads specs, as it would itself find them.
-    if opts.backend == BackendKind::Host {
-        sess.spec_dirs = match &info {
-            Ok(i) if !i.cdi_spec_dirs.is_empty() => {
-                i.cdi_spec_dirs.iter().map(PathBuf::from).collect()
-            }
-            _ => {
-                sess.spec_dirs_source = "the CDI default, since the engine reports none".into();
-                vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
-            }
-        };
-    }
-    for n in [
-        "info_spec_dirs",
-        "info_devices",
-        "info_warnings",
-        "daemon_runtimes",
-    ] {
+    for n in ["info_spec_dirs", "info_devices", "info_warnings", "daemon_runtimes"] {
         timings.insert(n.into(), info_time);
     }
     facts.info = Some(info);
+    sess.spec_dirs = dirs.clone();
+    sess.spec_dirs_source = source.clone();
+    facts.spec_dirs = dirs;
+    facts.spec_dirs_source = source;
+    facts.registry = registry;
+    for n in ["spec_present", "spec_valid", "spec_devices"] {
+        timings.insert(n.into(), spec_time);
+    }
+    if let Some((v, t)) = snapshot {
+        timings.insert("spec_snapshot".into(), t);
+        facts.snapshot = Some(v);
+    }
     if let Some((cli, t)) = cli {
         timings.insert("info_cli".into(), t);
         facts.cli = Some(cli);
-    } else if wants("info_cli") {
-        facts.cli = None;
     }
     for (name, (outcome, took)) in runs {
         timings.insert(name.clone(), took);
         facts.runs.insert(name, outcome);
     }
     if isolation {
-        let total: Duration = (0..s.gpus.count)
+        let slowest: Duration = (0..s.gpus.count)
             .filter_map(|n| timings.get(&format!("device_{n}")).copied())
             .max()
             .unwrap_or_default();
-        timings.insert("device_isolation".into(), total);
-    }
-
-    // Specs, as the engine loads them.
-    let t = Instant::now();
-    let dirs = sess.spec_dirs.clone();
-    let registry = tokio::task::spawn_blocking(move || crate::cdi::load_dirs(&dirs))
-        .await
-        .ok();
-    facts.spec_dirs = sess.spec_dirs.clone();
-    facts.spec_dirs_source = sess.spec_dirs_source.clone();
-    facts.registry = registry;
-    let spec_time = t.elapsed();
-    for n in ["spec_present", "spec_valid", "spec_devices"] {
-        timings.insert(n.into(), spec_time);
-    }
-    if wants("spec_snapshot") {
-        let t = Instant::now();
-        facts.snapshot = Some(snapshot_verdict(s, opts, sess, facts).await);
-        timings.insert("spec_snapshot".into(), t.elapsed());
+        timings.insert("device_isolation".into(), slowest);
     }
 }
 
@@ -570,21 +614,18 @@ async fn run_containers(
 
 async fn snapshot_verdict(
     s: &Scenario,
-    opts: &RunOptions,
-    sess: &Session,
-    facts: &Facts,
+    backend: BackendKind,
+    snapshot_dir: &Path,
+    redactions: &[(String, String)],
+    registry: Option<&crate::cdi::Registry>,
 ) -> Verdict {
-    let Some(reg) = facts.registry.as_ref() else {
+    let Some(reg) = registry else {
         return Verdict::skip("the spec directories were not read");
     };
     let Some(loaded) = reg
         .specs
         .iter()
-        .filter(|l| {
-            l.path
-                .file_name()
-                .is_some_and(|n| n == s.spec_file.as_str())
-        })
+        .filter(|l| l.path.file_name().is_some_and(|n| n == s.spec_file.as_str()))
         .max_by_key(|l| l.dir_index)
     else {
         return Verdict::fail(
@@ -593,11 +634,10 @@ async fn snapshot_verdict(
         );
     };
     let mut value = crate::cdi::normalize(&loaded.spec);
-    if !sess.redactions.is_empty() {
-        value = redact(value, &sess.redactions);
+    if !redactions.is_empty() {
+        value = redact(value, redactions);
     }
-    let dir = opts.snapshot_dir.clone();
-    let backend = opts.backend;
+    let dir = snapshot_dir.to_path_buf();
     let name = s.name.clone();
     tokio::task::spawn_blocking(move || crate::snapshot::check(&dir, backend, &name, &value))
         .await

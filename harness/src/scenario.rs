@@ -682,17 +682,53 @@ fn is_pci_address(s: &str) -> bool {
     RE.as_ref().is_some_and(|re| re.is_match(s))
 }
 
+/// The reference grammar of docker/distribution (`reference/regexp.go`), which the
+/// engine uses: `[domain[:port]/]path[:tag][@digest]`. Go's `\w` is ASCII, so the
+/// classes are spelled out and the regex is compiled without Unicode: that is both the
+/// engine's behaviour and about fifty times cheaper to compile than a Unicode `\w`
+/// (oci-spec's parser cost every `cdi-harness` invocation 50 ms).
+const REFERENCE_GRAMMAR: &str = concat!(
+    r"^(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*",
+    r"(?::[0-9]+)?/)?",
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*",
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?",
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$",
+);
+
 /// Checks an image reference the way the engine's reference grammar does.
 pub fn validate_image(image: &str) -> Result<(), String> {
-    if image.trim() != image || image.is_empty() {
+    static RE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::RegexBuilder::new(REFERENCE_GRAMMAR).unicode(false).build().ok()
+    });
+    if image.is_empty() || image.trim() != image {
+        return Err(format!("{image:?} is not an image reference (empty or surrounded by spaces)"));
+    }
+    let Some(re) = RE.as_ref() else {
+        return Err("internal error: the image reference grammar did not compile".into());
+    };
+    if !re.is_match(image) {
         return Err(format!(
-            "{image:?} is not an image reference (empty or surrounded by spaces)"
+            "{image:?} is not a valid image reference ([registry[:port]/]name[:tag][@digest], name in lower case)"
         ));
     }
-    image
-        .parse::<oci_spec::distribution::Reference>()
-        .map(|_| ())
-        .map_err(|e| format!("{image:?} is not a valid image reference: {e}"))
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => name,
+    };
+    // As the engine normalizes names: the first component is a registry only when it
+    // looks like one (a dot, a port or `localhost`); otherwise it is part of the
+    // repository name, which must be lower case (`Nvidia/cuda` is refused).
+    if let Some((first, _)) = name.split_once('/') {
+        let registry = first.contains('.') || first.contains(':') || first == "localhost";
+        if !registry && first.to_ascii_lowercase() != first {
+            return Err(format!("{image:?}: the repository name must be lower case"));
+        }
+    }
+    if name.len() > 255 {
+        return Err(format!("{image:?}: the repository name is longer than 255 characters"));
+    }
+    Ok(())
 }
 
 /// Reads the facts the harness needs from the NixOS configuration, checking the type
@@ -961,6 +997,20 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
         assert_eq!(devs.len(), 5);
         assert_eq!(devs[3], "nvidia.com/gpu=3");
         assert!(s.check_names().contains(&"device_3".to_string()));
+    }
+
+    #[rstest]
+    #[case("nvidia/cuda:13.1.1-base-ubuntu24.04", true)]
+    #[case("localhost:5000/team/cuda:12", true)]
+    #[case("cdi-harness/busybox:sim", true)]
+    #[case("busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true)]
+    #[case("Nvidia/cuda", false)]
+    #[case("nvidia/cuda::13", false)]
+    #[case("nvidia/cuda:tag with space", false)]
+    #[case("nvidia/cuda:t\u{e9}g", false)]
+    #[case("", false)]
+    fn image_references_follow_the_engine_grammar(#[case] image: &str, #[case] ok: bool) {
+        assert_eq!(validate_image(image).is_ok(), ok, "{image}: {:?}", validate_image(image));
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! `cdi-harness bench`: is the harness at least as fast as the hand-run checklist?
+//!
+//! Both sides run against the same engine: a private simulated engine laid out as the
+//! `seed` scenario describes. The baseline is `scripts/seed-checklist.sh`, the seed
+//! write-up's manual steps (ls the spec dir, `docker info | grep -i cdi`, the
+//! `--device` run, the `--gpus` run). The harness side is `cdi-harness run --backend host`
+//! on the seed scenario pointed at that engine through `DOCKER_HOST`, as a user would
+//! run it on a GPU host, so process start-up is counted on both sides. Runs alternate
+//! so drift on the machine hurts both equally; medians are compared.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::engine::Timeouts;
+use crate::runner;
+use crate::scenario::Scenario;
+
+/// The baseline script, embedded so the benchmark runs from any directory.
+pub const CHECKLIST: &str = include_str!("../../scripts/seed-checklist.sh");
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The private engine did not start.
+    #[error("cannot start the private engine for the benchmark: {0}")]
+    Engine(String),
+    /// A side of the benchmark failed: its timing would be meaningless.
+    #[error("{side} failed (exit {code:?}), so its time means nothing:\n{output}")]
+    SideFailed {
+        /// `checklist` or `harness`.
+        side: &'static str,
+        /// Exit status.
+        code: Option<i32>,
+        /// What it printed.
+        output: String,
+    },
+    /// Files or processes could not be set up.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What was measured.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Wall times of the checklist script.
+    pub checklist: Vec<Duration>,
+    /// Wall times of `cdi-harness run`.
+    pub harness: Vec<Duration>,
+    /// Checks each harness run performs (the script makes 4).
+    pub harness_checks: usize,
+}
+
+/// The median of a non-empty sample (zero for an empty one).
+pub fn median(samples: &[Duration]) -> Duration {
+    let mut v = samples.to_vec();
+    v.sort();
+    match v.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+impl BenchResult {
+    /// harness median / checklist median: at or below 1.0 is the target.
+    pub fn ratio(&self) -> f64 {
+        let c = median(&self.checklist).as_secs_f64();
+        if c == 0.0 {
+            return f64::INFINITY;
+        }
+        median(&self.harness).as_secs_f64() / c
+    }
+
+    /// A readable report.
+    pub fn render(&self) -> String {
+        let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
+        let range = |v: &[Duration]| {
+            let min = v.iter().min().copied().unwrap_or_default();
+            let max = v.iter().max().copied().unwrap_or_default();
+            format!("{} – {}", ms(min), ms(max))
+        };
+        let ratio = self.ratio();
+        format!(
+            "seed scenario, same private engine, {} runs each (alternating)\n\
+             {:<34} {:>9}   range {}\n\
+             {:<34} {:>9}   range {}\n\
+             ratio harness/checklist: {ratio:.2} ({})\n",
+            self.checklist.len(),
+            "checklist script (4 steps)",
+            ms(median(&self.checklist)),
+            range(&self.checklist),
+            format!("cdi-harness run ({} checks)", self.harness_checks),
+            ms(median(&self.harness)),
+            range(&self.harness),
+            if ratio <= 1.0 {
+                "at or ahead of the script while checking more"
+            } else {
+                "slower than the script: investigate before landing"
+            }
+        )
+    }
+}
+
+/// Runs the benchmark: `iterations` runs of each side against one private engine.
+pub async fn run(
+    seed: &Scenario,
+    seed_file: &Path,
+    harness_bin: &Path,
+    dockerd: Option<PathBuf>,
+    iterations: usize,
+) -> Result<BenchResult, BenchError> {
+    let mut env = runner::start_sim(seed, dockerd, Timeouts::default())
+        .await
+        .map_err(BenchError::Engine)?;
+    let result = measure(seed, seed_file, harness_bin, &env, iterations).await;
+    env.stop().await;
+    result
+}
+
+async fn measure(
+    seed: &Scenario,
+    seed_file: &Path,
+    harness_bin: &Path,
+    env: &runner::SimEnvironment,
+    iterations: usize,
+) -> Result<BenchResult, BenchError> {
+    let work = tempfile::tempdir().map_err(|e| BenchError::Io(format!("cannot create a temporary directory: {e}")))?;
+    let script = work.path().join("seed-checklist.sh");
+    std::fs::write(&script, CHECKLIST).map_err(|e| BenchError::Io(format!("cannot write {}: {e}", script.display())))?;
+    let snapshots = work.path().join("snapshots");
+    let docker_host = env.engine.docker_host();
+    let spec_dir = env.generated_spec_dir().to_path_buf();
+
+    let checklist_cmd = || {
+        let mut c = tokio::process::Command::new("bash");
+        c.arg(&script)
+            .env("DOCKER_HOST", &docker_host)
+            .env("SPEC_DIR", &spec_dir)
+            .env("IMAGE", runner::SIM_IMAGE)
+            .kill_on_drop(true);
+        c
+    };
+    let harness_cmd = |update: bool| {
+        let mut c = tokio::process::Command::new(harness_bin);
+        c.args(["run", "--backend", "host", "--quiet", "--image", runner::SIM_IMAGE, "--scenario"])
+            .arg(seed_file)
+            .arg("--snapshots")
+            .arg(&snapshots)
+            .env("DOCKER_HOST", &docker_host)
+            .env("INSTA_UPDATE", if update { "always" } else { "no" })
+            .env("CI", "true")
+            .kill_on_drop(true);
+        c
+    };
+
+    // Warm-up: both sides once (image cache, first container), and the harness records
+    // the host snapshot of this engine's spec so timed runs compare against it.
+    timed("checklist", checklist_cmd()).await?;
+    let _ = timed_output(harness_cmd(true)).await;
+    timed("harness", harness_cmd(false)).await?;
+
+    let mut result = BenchResult {
+        checklist: Vec::new(),
+        harness: Vec::new(),
+        harness_checks: seed.check_names().len(),
+    };
+    for _ in 0..iterations.max(1) {
+        result.checklist.push(timed("checklist", checklist_cmd()).await?);
+        result.harness.push(timed("harness", harness_cmd(false)).await?);
+    }
+    Ok(result)
+}
+
+async fn timed_output(mut cmd: tokio::process::Command) -> Result<(Duration, std::process::Output), BenchError> {
+    let t = Instant::now();
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| BenchError::Io("a benchmark run took over 120 s".into()))?
+        .map_err(|e| BenchError::Io(format!("cannot run {cmd:?}: {e}")))?;
+    Ok((t.elapsed(), out))
+}
+
+async fn timed(side: &'static str, cmd: tokio::process::Command) -> Result<Duration, BenchError> {
+    let (took, out) = timed_output(cmd).await?;
+    if !out.status.success() {
+        return Err(BenchError::SideFailed {
+            side,
+            code: out.status.code(),
+            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(&[ms(30), ms(10), ms(20)]), ms(20));
+        assert_eq!(median(&[ms(40), ms(10), ms(20), ms(30)]), ms(25));
+        assert_eq!(median(&[]), Duration::ZERO);
+    }
+
+    #[test]
+    fn ratio_and_verdict() {
+        let ms = Duration::from_millis;
+        let r = BenchResult {
+            checklist: vec![ms(800)],
+            harness: vec![ms(400)],
+            harness_checks: 17,
+        };
+        assert!((r.ratio() - 0.5).abs() < 1e-9);
+        assert!(r.render().contains("at or ahead"));
+        let slow = BenchResult {
+            harness: vec![ms(1600)],
+            ..r
+        };
+        assert!(slow.render().contains("slower"));
+    }
+
+    #[test]
+    fn checklist_checks_the_seed_steps() {
+        for step in ["ls -la", "docker info 2>&1 | grep -i cdi", "--device nvidia.com/gpu=all", "--gpus all"] {
+            assert!(CHECKLIST.contains(step), "checklist lacks {step}");
+        }
+    }
+}
