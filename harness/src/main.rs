@@ -94,6 +94,10 @@ struct RunArgs {
     /// Image for the containers on `host`, instead of each scenario's image.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
+    /// Engine for `host` (`unix:///path` or `tcp://host:port`); default: DOCKER_HOST, the
+    /// rootless socket when the scenario makes it the default, else /var/run/docker.sock.
+    #[arg(long, value_name = "URI")]
+    docker_host: Option<String>,
     /// Write the JSON report here.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -245,6 +249,15 @@ fn run(args: RunArgs) -> ExitCode {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut opts = RunOptions::new(backend, snapshot_dir);
     opts.image_override = args.image.clone();
+    if let Some(uri) = &args.docker_host {
+        if !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://")) {
+            return config_error(format!("--docker-host {uri}: use unix:///path/to/docker.sock or tcp://host:port"));
+        }
+        opts.host_endpoint = Some(cdi_harness::engine::Endpoint {
+            uri: uri.clone(),
+            source: "--docker-host".into(),
+        });
+    }
     opts.dockerd = args.dockerd.clone();
     if args.docker_cli.is_some() {
         opts.docker_cli = args.docker_cli.clone();

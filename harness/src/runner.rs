@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub backend: BackendKind,
     /// Replaces every scenario's image on `host`.
     pub image_override: Option<String>,
+    /// The engine of the `host` backend; `None` chooses as `Endpoint::for_host` does.
+    pub host_endpoint: Option<Endpoint>,
     /// Root of the insta snapshots (`snapshots/`).
     pub snapshot_dir: PathBuf,
     /// The `docker` CLI for the `info_cli` check; `None` skips that check with a reason.
@@ -58,6 +60,7 @@ impl RunOptions {
         RunOptions {
             backend,
             image_override: None,
+            host_endpoint: None,
             snapshot_dir,
             docker_cli: engine::find_cli(),
             dockerd: None,
@@ -286,7 +289,10 @@ async fn prepare(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Sessio
 }
 
 async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
-    let endpoint = Endpoint::for_host(s.facts.rootless_default);
+    let endpoint = opts
+        .host_endpoint
+        .clone()
+        .unwrap_or_else(|| Endpoint::for_host(s.facts.rootless_default));
     let engine = Engine::connect(endpoint, opts.timeouts, run_id)
         .await
         .map_err(|e| e.to_string())?;
