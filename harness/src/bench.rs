@@ -124,9 +124,11 @@ async fn measure(
     env: &runner::SimEnvironment,
     iterations: usize,
 ) -> Result<BenchResult, BenchError> {
-    let work = tempfile::tempdir().map_err(|e| BenchError::Io(format!("cannot create a temporary directory: {e}")))?;
+    let work = tempfile::tempdir()
+        .map_err(|e| BenchError::Io(format!("cannot create a temporary directory: {e}")))?;
     let script = work.path().join("seed-checklist.sh");
-    std::fs::write(&script, CHECKLIST).map_err(|e| BenchError::Io(format!("cannot write {}: {e}", script.display())))?;
+    std::fs::write(&script, CHECKLIST)
+        .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", script.display())))?;
     let snapshots = work.path().join("snapshots");
     let docker_host = env.engine.docker_host();
     let spec_dir = env.generated_spec_dir().to_path_buf();
@@ -142,14 +144,22 @@ async fn measure(
     };
     let harness_cmd = |update: bool| {
         let mut c = tokio::process::Command::new(harness_bin);
-        c.args(["run", "--backend", "host", "--quiet", "--image", runner::SIM_IMAGE, "--scenario"])
-            .arg(seed_file)
-            .arg("--snapshots")
-            .arg(&snapshots)
-            .env("DOCKER_HOST", &docker_host)
-            .env("INSTA_UPDATE", if update { "always" } else { "no" })
-            .env("CI", "true")
-            .kill_on_drop(true);
+        c.args([
+            "run",
+            "--backend",
+            "host",
+            "--quiet",
+            "--image",
+            runner::SIM_IMAGE,
+            "--scenario",
+        ])
+        .arg(seed_file)
+        .arg("--snapshots")
+        .arg(&snapshots)
+        .env("DOCKER_HOST", &docker_host)
+        .env("INSTA_UPDATE", if update { "always" } else { "no" })
+        .env("CI", "true")
+        .kill_on_drop(true);
         c
     };
 
@@ -165,13 +175,19 @@ async fn measure(
         harness_checks: seed.check_names().len(),
     };
     for _ in 0..iterations.max(1) {
-        result.checklist.push(timed("checklist", checklist_cmd()).await?);
-        result.harness.push(timed("harness", harness_cmd(false)).await?);
+        result
+            .checklist
+            .push(timed("checklist", checklist_cmd()).await?);
+        result
+            .harness
+            .push(timed("harness", harness_cmd(false)).await?);
     }
     Ok(result)
 }
 
-async fn timed_output(mut cmd: tokio::process::Command) -> Result<(Duration, std::process::Output), BenchError> {
+async fn timed_output(
+    mut cmd: tokio::process::Command,
+) -> Result<(Duration, std::process::Output), BenchError> {
     let t = Instant::now();
     let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
         .await
@@ -186,7 +202,11 @@ async fn timed(side: &'static str, cmd: tokio::process::Command) -> Result<Durat
         return Err(BenchError::SideFailed {
             side,
             code: out.status.code(),
-            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         });
     }
     Ok(took)
@@ -223,7 +243,12 @@ mod tests {
 
     #[test]
     fn checklist_checks_the_seed_steps() {
-        for step in ["ls -la", "docker info 2>&1 | grep -i cdi", "--device nvidia.com/gpu=all", "--gpus all"] {
+        for step in [
+            "ls -la",
+            "docker info 2>&1 | grep -i cdi",
+            "--device nvidia.com/gpu=all",
+            "--gpus all",
+        ] {
             assert!(CHECKLIST.contains(step), "checklist lacks {step}");
         }
     }

@@ -438,31 +438,58 @@ fn set_diff(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> String {
     parts.join("; ")
 }
 
+/// The devices of the scenario's kinds among a list of names, against the expected set:
+/// what `spec_devices` (from the spec files) and `info_devices` (from the engine) compare.
+struct DeviceComparison {
+    actual: BTreeSet<String>,
+    expected: BTreeSet<String>,
+}
+
+impl DeviceComparison {
+    fn new<'a>(s: &Scenario, names: impl IntoIterator<Item = &'a String>) -> DeviceComparison {
+        let prefixes: BTreeSet<String> = s
+            .expected_devices
+            .iter()
+            .map(|d| format!("{}=", d.kind()))
+            .collect();
+        DeviceComparison {
+            actual: names
+                .into_iter()
+                .filter(|d| prefixes.iter().any(|p| d.starts_with(p.as_str())))
+                .cloned()
+                .collect(),
+            expected: expected_set(s),
+        }
+    }
+
+    fn matches(&self) -> bool {
+        self.actual == self.expected
+    }
+
+    /// "<actual> instead of <expected>: missing …; unexpected …"
+    fn describe(&self, none: &str) -> String {
+        let actual = if self.actual.is_empty() {
+            none.to_string()
+        } else {
+            join(&self.actual)
+        };
+        format!(
+            "{actual} instead of {}: {}",
+            join(&self.expected),
+            set_diff(&self.expected, &self.actual)
+        )
+    }
+}
+
 fn spec_devices(s: &Scenario, facts: &Facts) -> Verdict {
     let Some(reg) = facts.registry.as_ref() else {
         return Verdict::skip("the spec directories were not read");
     };
-    let kinds: BTreeSet<String> = s.expected_devices.iter().map(|d| d.kind()).collect();
-    let actual: BTreeSet<String> = reg
-        .devices
-        .keys()
-        .filter(|d| kinds.iter().any(|k| d.starts_with(&format!("{k}="))))
-        .cloned()
-        .collect();
-    let expected = expected_set(s);
-    if actual == expected {
-        return Verdict::pass(format!("the engine resolves exactly {}", join(&actual)));
+    let cmp = DeviceComparison::new(s, reg.devices.keys());
+    if cmp.matches() {
+        return Verdict::pass(format!("the engine resolves exactly {}", join(&cmp.actual)));
     }
-    let mut msg = format!(
-        "the spec directories resolve {} but the scenario expects {}: {}",
-        if actual.is_empty() {
-            "no device".to_string()
-        } else {
-            join(&actual)
-        },
-        join(&expected),
-        set_diff(&expected, &actual)
-    );
+    let mut msg = format!("the spec directories resolve {}", cmp.describe("no device"));
     let notes = notices_text(reg);
     if !notes.is_empty() {
         msg.push_str(&format!(" (because: {})", notes.join("; ")));
@@ -473,7 +500,7 @@ fn spec_devices(s: &Scenario, facts: &Facts) -> Verdict {
         .any(|n| matches!(n, Notice::Conflict { .. }))
     {
         "remove the stale spec file named above; the engine drops devices that two spec files in one directory define"
-    } else if actual.is_empty() {
+    } else if cmp.actual.is_empty() {
         SPEC_MISSING_FIX
     } else {
         "regenerate the spec (sudo systemctl restart nvidia-container-toolkit-cdi-generator) and check gpus.count in the scenario"
@@ -558,26 +585,11 @@ fn info_devices(s: &Scenario, facts: &Facts) -> Verdict {
             info.server_version
         ));
     };
-    let kinds: BTreeSet<String> = s.expected_devices.iter().map(|d| d.kind()).collect();
-    let actual: BTreeSet<String> = found
-        .iter()
-        .filter(|d| kinds.iter().any(|k| d.starts_with(&format!("{k}="))))
-        .cloned()
-        .collect();
-    let expected = expected_set(s);
-    if actual == expected {
-        return Verdict::pass(format!("docker info discovers {}", join(&actual)));
+    let cmp = DeviceComparison::new(s, found);
+    if cmp.matches() {
+        return Verdict::pass(format!("docker info discovers {}", join(&cmp.actual)));
     }
-    let mut msg = format!(
-        "docker info discovers {} instead of {}: {}",
-        if actual.is_empty() {
-            "no NVIDIA device".to_string()
-        } else {
-            join(&actual)
-        },
-        join(&expected),
-        set_diff(&expected, &actual)
-    );
+    let mut msg = format!("docker info discovers {}", cmp.describe("no NVIDIA device"));
     msg.push_str(&conflict_explanation(info));
     let fix = if !info.cdi_warnings().is_empty() {
         "fix or remove the spec files the warnings name, then check `docker info` again"

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the scenarios' checks against an engine.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the checks (trial names) the scenarios define, without running anything.
     List {
         /// Scenario files or directories (default: ./scenarios).
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::List { scenarios } => list(&scenarios),
         Command::Bench {
             iterations,
@@ -250,8 +250,11 @@ fn run(args: RunArgs) -> ExitCode {
     let mut opts = RunOptions::new(backend, snapshot_dir);
     opts.image_override = args.image.clone();
     if let Some(uri) = &args.docker_host {
-        if !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://")) {
-            return config_error(format!("--docker-host {uri}: use unix:///path/to/docker.sock or tcp://host:port"));
+        if !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://"))
+        {
+            return config_error(format!(
+                "--docker-host {uri}: use unix:///path/to/docker.sock or tcp://host:port"
+            ));
         }
         opts.host_endpoint = Some(cdi_harness::engine::Endpoint {
             uri: uri.clone(),
@@ -363,12 +366,20 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         Ok(p) => p,
         Err(e) => return config_error(format!("cannot find this program's own path: {e}")),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
     };
-    eprintln!("benchmarking {} ({iterations} runs each side)…", file.display());
-    match rt.block_on(cdi_harness::bench::run(&seed, file, &exe, dockerd, iterations)) {
+    eprintln!(
+        "benchmarking {} ({iterations} runs each side)…",
+        file.display()
+    );
+    match rt.block_on(cdi_harness::bench::run(
+        &seed, file, &exe, dockerd, iterations,
+    )) {
         Ok(r) => {
             print!("{}", r.render());
             ExitCode::SUCCESS

@@ -328,7 +328,10 @@ impl SimEnvironment {
 
     /// The directory the generator would write into (`/run/cdi` on NixOS).
     pub fn generated_spec_dir(&self) -> &Path {
-        self.spec_dirs.last().map(PathBuf::as_path).unwrap_or(self.scratch.path())
+        self.spec_dirs
+            .last()
+            .map(PathBuf::as_path)
+            .unwrap_or(self.scratch.path())
     }
 
     /// Stops the engine; the scratch directory goes when this value is dropped.
@@ -340,7 +343,11 @@ impl SimEnvironment {
 /// Starts a private engine in the state the scenario describes: the simulated spec for
 /// its GPUs (or none, or with a stale second spec), its manual runtimes, CDI on or off,
 /// and the busybox image imported.
-pub async fn start_sim(s: &Scenario, dockerd: Option<PathBuf>, timeouts: Timeouts) -> Result<SimEnvironment, String> {
+pub async fn start_sim(
+    s: &Scenario,
+    dockerd: Option<PathBuf>,
+    timeouts: Timeouts,
+) -> Result<SimEnvironment, String> {
     let scratch = tempfile::Builder::new()
         .prefix("cdih-spec-")
         .tempdir()
@@ -371,7 +378,9 @@ pub async fn start_sim(s: &Scenario, dockerd: Option<PathBuf>, timeouts: Timeout
         runtimes: s.facts.manual_runtimes.clone(),
         start_timeout: timeouts.call,
     };
-    let engine = sim::PrivateEngine::start(engine_opts).await.map_err(|e| e.to_string())?;
+    let engine = sim::PrivateEngine::start(engine_opts)
+        .await
+        .map_err(|e| e.to_string())?;
     let client = engine.client().await.map_err(|e| e.to_string())?;
     let tar = sim::busybox_rootfs_tar().map_err(|e| e.to_string())?;
     sim::import_image(&client, SIM_IMAGE, tar, timeouts.call)
@@ -485,11 +494,14 @@ async fn gather(
         };
         let t = Instant::now();
         let load_dirs = dirs.clone();
-        let registry = tokio::task::spawn_blocking(move || crate::cdi::load_dirs(&load_dirs)).await.ok();
+        let registry = tokio::task::spawn_blocking(move || crate::cdi::load_dirs(&load_dirs))
+            .await
+            .ok();
         let spec_time = t.elapsed();
         let snapshot = if wants("spec_snapshot") {
             let t = Instant::now();
-            let v = snapshot_verdict(s, backend, &snapshot_dir, &redactions, registry.as_ref()).await;
+            let v =
+                snapshot_verdict(s, backend, &snapshot_dir, &redactions, registry.as_ref()).await;
             Some((v, t.elapsed()))
         } else {
             None
@@ -511,7 +523,12 @@ async fn gather(
     let ((info, info_time, dirs, source, registry, spec_time, snapshot), cli, runs) =
         tokio::join!(spec_chain, cli_fut, runs_fut);
 
-    for n in ["info_spec_dirs", "info_devices", "info_warnings", "daemon_runtimes"] {
+    for n in [
+        "info_spec_dirs",
+        "info_devices",
+        "info_warnings",
+        "daemon_runtimes",
+    ] {
         timings.insert(n.into(), info_time);
     }
     facts.info = Some(info);
@@ -631,7 +648,11 @@ async fn snapshot_verdict(
     let Some(loaded) = reg
         .specs
         .iter()
-        .filter(|l| l.path.file_name().is_some_and(|n| n == s.spec_file.as_str()))
+        .filter(|l| {
+            l.path
+                .file_name()
+                .is_some_and(|n| n == s.spec_file.as_str())
+        })
         .max_by_key(|l| l.dir_index)
     else {
         return Verdict::fail(

@@ -698,10 +698,15 @@ const REFERENCE_GRAMMAR: &str = concat!(
 /// Checks an image reference the way the engine's reference grammar does.
 pub fn validate_image(image: &str) -> Result<(), String> {
     static RE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
-        regex::RegexBuilder::new(REFERENCE_GRAMMAR).unicode(false).build().ok()
+        regex::RegexBuilder::new(REFERENCE_GRAMMAR)
+            .unicode(false)
+            .build()
+            .ok()
     });
     if image.is_empty() || image.trim() != image {
-        return Err(format!("{image:?} is not an image reference (empty or surrounded by spaces)"));
+        return Err(format!(
+            "{image:?} is not an image reference (empty or surrounded by spaces)"
+        ));
     }
     let Some(re) = RE.as_ref() else {
         return Err("internal error: the image reference grammar did not compile".into());
@@ -726,7 +731,9 @@ pub fn validate_image(image: &str) -> Result<(), String> {
         }
     }
     if name.len() > 255 {
-        return Err(format!("{image:?}: the repository name is longer than 255 characters"));
+        return Err(format!(
+            "{image:?}: the repository name is longer than 255 characters"
+        ));
     }
     Ok(())
 }
@@ -1003,14 +1010,22 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
     #[case("nvidia/cuda:13.1.1-base-ubuntu24.04", true)]
     #[case("localhost:5000/team/cuda:12", true)]
     #[case("cdi-harness/busybox:sim", true)]
-    #[case("busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", true)]
+    #[case(
+        "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        true
+    )]
     #[case("Nvidia/cuda", false)]
     #[case("nvidia/cuda::13", false)]
     #[case("nvidia/cuda:tag with space", false)]
     #[case("nvidia/cuda:t\u{e9}g", false)]
     #[case("", false)]
     fn image_references_follow_the_engine_grammar(#[case] image: &str, #[case] ok: bool) {
-        assert_eq!(validate_image(image).is_ok(), ok, "{image}: {:?}", validate_image(image));
+        assert_eq!(
+            validate_image(image).is_ok(),
+            ok,
+            "{image}: {:?}",
+            validate_image(image)
+        );
     }
 
     #[test]

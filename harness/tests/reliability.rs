@@ -25,7 +25,8 @@ count = 1
 "#;
 
 fn scenario_with(extra: &str) -> Scenario {
-    scenario::parse(Path::new("reliability.toml"), &format!("{BASE}{extra}")).expect("test scenario parses")
+    scenario::parse(Path::new("reliability.toml"), &format!("{BASE}{extra}"))
+        .expect("test scenario parses")
 }
 
 async fn engine_for(s: &Scenario) -> SimEnvironment {
@@ -51,10 +52,15 @@ fn find<'a>(results: &'a [CheckResult], check: &str) -> &'a CheckResult {
 
 /// Every container the engine has that carries the harness's run label, of any run.
 async fn harness_containers(env: &SimEnvironment) -> Vec<String> {
-    let engine = Engine::connect(Endpoint::unix(env.engine.socket_path(), "test"), Timeouts::default(), "probe")
-        .await
-        .expect("connect");
-    let filters = std::collections::HashMap::from([("label".to_string(), vec![RUN_LABEL.to_string()])]);
+    let engine = Engine::connect(
+        Endpoint::unix(env.engine.socket_path(), "test"),
+        Timeouts::default(),
+        "probe",
+    )
+    .await
+    .expect("connect");
+    let filters =
+        std::collections::HashMap::from([("label".to_string(), vec![RUN_LABEL.to_string()])]);
     let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
@@ -78,14 +84,29 @@ async fn a_container_past_its_timeout_fails_the_check_and_is_removed() {
     let snaps = tempfile::tempdir().expect("tempdir");
     let mut opts = host_opts(&env, snaps.path());
     opts.timeouts.container = Duration::from_secs(2);
-    opts.selection = Some(["reliability::hangs".to_string(), "reliability::no_leftovers".to_string()].into());
+    opts.selection = Some(
+        [
+            "reliability::hangs".to_string(),
+            "reliability::no_leftovers".to_string(),
+        ]
+        .into(),
+    );
     let t = Instant::now();
     let report = runner::run_scenarios(std::slice::from_ref(&s), &opts).await;
     let took = t.elapsed();
     let hangs = find(&report.results, "hangs");
     assert_eq!(hangs.status, Status::Fail, "{hangs:?}");
-    assert!(hangs.message.contains("did not answer `wait container` within 2 s"), "{}", hangs.message);
-    assert!(took < Duration::from_secs(30), "the timeout did not bound the run: {took:?}");
+    assert!(
+        hangs
+            .message
+            .contains("did not answer `wait container` within 2 s"),
+        "{}",
+        hangs.message
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "the timeout did not bound the run: {took:?}"
+    );
     let left = harness_containers(&env).await;
     env.stop().await;
     assert!(left.is_empty(), "containers left behind: {left:?}");
@@ -106,7 +127,10 @@ async fn ctrl_c_mid_run_reports_interrupted_and_removes_containers() {
     });
     let t = Instant::now();
     let report = runner::run_scenarios(std::slice::from_ref(&s), &opts).await;
-    assert!(t.elapsed() < Duration::from_secs(30), "cancellation did not stop the run");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "cancellation did not stop the run"
+    );
     let long = find(&report.results, "long");
     assert_eq!(long.status, Status::Fail);
     assert!(long.message.contains("interrupted"), "{}", long.message);
@@ -114,7 +138,10 @@ async fn ctrl_c_mid_run_reports_interrupted_and_removes_containers() {
     assert_eq!(find(&report.results, "machine_config").status, Status::Pass);
     let left = harness_containers(&env).await;
     env.stop().await;
-    assert!(left.is_empty(), "containers left behind after Ctrl-C: {left:?}");
+    assert!(
+        left.is_empty(),
+        "containers left behind after Ctrl-C: {left:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,7 +156,12 @@ async fn a_missing_image_fails_the_runs_with_how_to_load_it() {
     env.stop().await;
     let all = find(&report.results, "device_all");
     assert_eq!(all.status, Status::Fail);
-    assert!(all.message.contains("is not present and could not be pulled"), "{}", all.message);
+    assert!(
+        all.message
+            .contains("is not present and could not be pulled"),
+        "{}",
+        all.message
+    );
     assert!(all.message.contains("docker load -i"), "{}", all.message);
     // Checks that need no container still ran against the engine.
     assert_eq!(find(&report.results, "info_devices").status, Status::Pass);
@@ -140,7 +172,10 @@ async fn an_unreachable_engine_fails_every_engine_check_with_a_fix() {
     let s = scenario_with("");
     let snaps = tempfile::tempdir().expect("tempdir");
     let mut opts = RunOptions::new(BackendKind::Host, snaps.path().to_path_buf());
-    opts.host_endpoint = Some(Endpoint::unix(&PathBuf::from("/nonexistent/docker.sock"), "test"));
+    opts.host_endpoint = Some(Endpoint::unix(
+        &PathBuf::from("/nonexistent/docker.sock"),
+        "test",
+    ));
     let report = runner::run_scenarios(std::slice::from_ref(&s), &opts).await;
     assert!(!report.succeeded());
     for r in &report.results {
@@ -149,7 +184,16 @@ async fn an_unreachable_engine_fails_every_engine_check_with_a_fix() {
             continue;
         }
         assert_eq!(r.status, Status::Fail, "{r:?}");
-        assert!(r.message.contains("no Docker engine socket at /nonexistent/docker.sock"), "{}", r.message);
-        assert!(r.message.contains("systemctl start docker"), "{}", r.message);
+        assert!(
+            r.message
+                .contains("no Docker engine socket at /nonexistent/docker.sock"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.contains("systemctl start docker"),
+            "{}",
+            r.message
+        );
     }
 }
