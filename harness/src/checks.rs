@@ -443,6 +443,9 @@ fn set_diff(expected: &BTreeSet<String>, actual: &BTreeSet<String>) -> String {
 struct DeviceComparison {
     actual: BTreeSet<String>,
     expected: BTreeSet<String>,
+    /// UUID-named aliases (`nvidia.com/gpu=GPU-…`, as nvidia-ctk's `uuid` naming adds):
+    /// not wrong, not expected, reported beside the verdict.
+    aliases: BTreeSet<String>,
 }
 
 impl DeviceComparison {
@@ -452,13 +455,25 @@ impl DeviceComparison {
             .iter()
             .map(|d| format!("{}=", d.kind()))
             .collect();
+        let expected = expected_set(s);
+        let (aliases, actual): (BTreeSet<String>, BTreeSet<String>) = names
+            .into_iter()
+            .filter(|d| prefixes.iter().any(|p| d.starts_with(p.as_str())))
+            .cloned()
+            .partition(|d| !expected.contains(d) && is_uuid_alias(d));
         DeviceComparison {
-            actual: names
-                .into_iter()
-                .filter(|d| prefixes.iter().any(|p| d.starts_with(p.as_str())))
-                .cloned()
-                .collect(),
-            expected: expected_set(s),
+            actual,
+            expected,
+            aliases,
+        }
+    }
+
+    /// " (also by UUID: …)" when the names include UUID aliases.
+    fn alias_note(&self) -> String {
+        if self.aliases.is_empty() {
+            String::new()
+        } else {
+            format!(" (also by UUID: {})", join(&self.aliases))
         }
     }
 
@@ -481,13 +496,24 @@ impl DeviceComparison {
     }
 }
 
+/// Whether a device name is a GPU or MIG UUID (`nvidia.com/gpu=GPU-…`).
+fn is_uuid_alias(device: &str) -> bool {
+    device
+        .split_once('=')
+        .is_some_and(|(_, name)| name.starts_with("GPU-") || name.starts_with("MIG-"))
+}
+
 fn spec_devices(s: &Scenario, facts: &Facts) -> Verdict {
     let Some(reg) = facts.registry.as_ref() else {
         return Verdict::skip("the spec directories were not read");
     };
     let cmp = DeviceComparison::new(s, reg.devices.keys());
     if cmp.matches() {
-        return Verdict::pass(format!("the engine resolves exactly {}", join(&cmp.actual)));
+        return Verdict::pass(format!(
+            "the engine resolves exactly {}{}",
+            join(&cmp.actual),
+            cmp.alias_note()
+        ));
     }
     let mut msg = format!("the spec directories resolve {}", cmp.describe("no device"));
     let notes = notices_text(reg);
@@ -587,7 +613,11 @@ fn info_devices(s: &Scenario, facts: &Facts) -> Verdict {
     };
     let cmp = DeviceComparison::new(s, found);
     if cmp.matches() {
-        return Verdict::pass(format!("docker info discovers {}", join(&cmp.actual)));
+        return Verdict::pass(format!(
+            "docker info discovers {}{}",
+            join(&cmp.actual),
+            cmp.alias_note()
+        ));
     }
     let mut msg = format!("docker info discovers {}", cmp.describe("no NVIDIA device"));
     msg.push_str(&conflict_explanation(info));
@@ -1227,6 +1257,46 @@ mod tests {
         let v = apply_expectation(&s, BackendKind::Sim, "machine_config", wrong_text);
         assert_eq!(v.status, Status::Fail);
         assert!(v.message.contains("lacks"));
+    }
+
+    #[test]
+    fn uuid_named_aliases_do_not_fail_the_device_checks() {
+        let s = scenario(1);
+        let f = Facts {
+            info: Some(Ok(EngineInfo {
+                server_version: "28.5.2".into(),
+                cdi_spec_dirs: vec!["/etc/cdi".into()],
+                discovered_devices: Some(vec![
+                    "nvidia.com/gpu=0".into(),
+                    "nvidia.com/gpu=GPU-4cf8db2d-06c0-7d70-1a51-e59b25b2c16c".into(),
+                    "nvidia.com/gpu=all".into(),
+                ]),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let v = evaluate(&s, &f, "info_devices");
+        assert_eq!(v.status, Status::Pass, "{}", v.message);
+        assert!(v.message.contains("also by UUID"));
+        // A missing index device still fails, alias or not.
+        let f = Facts {
+            info: Some(Ok(EngineInfo {
+                server_version: "28.5.2".into(),
+                discovered_devices: Some(vec![
+                    "nvidia.com/gpu=GPU-4cf8db2d-06c0-7d70-1a51-e59b25b2c16c".into(),
+                    "nvidia.com/gpu=all".into(),
+                ]),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let v = evaluate(&s, &f, "info_devices");
+        assert_eq!(v.status, Status::Fail);
+        assert!(
+            v.message.contains("missing nvidia.com/gpu=0"),
+            "{}",
+            v.message
+        );
     }
 
     #[test]

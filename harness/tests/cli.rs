@@ -1,0 +1,132 @@
+//! The binary as a user meets it: exit codes (0 pass, 1 fail, 2 usage or config error)
+//! and messages that name the file and the field. None of these need an engine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cdi-harness"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/cdi")
+        .join(name)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn validate_accepts_a_real_spec_and_rejects_broken_ones_naming_the_field() {
+    let ok = bin()
+        .args(["cdi", "validate"])
+        .arg(fixture("nvidia-1gpu.json"))
+        .output()
+        .expect("run");
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(text(&ok).contains("valid (3 devices"), "{}", text(&ok));
+
+    let bad = bin()
+        .args(["cdi", "validate"])
+        .arg(fixture("nvidia.yaml"))
+        .arg(fixture("broken-invalid.json"))
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(1));
+    let t = text(&bad);
+    assert!(
+        t.contains("broken-invalid.json: containerEdits.hooks[0].hookName"),
+        "{t}"
+    );
+    assert!(
+        t.contains("devices[2].name: duplicate device name \"0\""),
+        "{t}"
+    );
+    // The valid file in the same call is still reported as valid.
+    assert!(t.contains("nvidia.yaml: valid"), "{t}");
+
+    let unknown = bin()
+        .args(["cdi", "validate"])
+        .arg(fixture("broken-unknown-field.yaml"))
+        .output()
+        .expect("run");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("unknown field `containerEdit`"),
+        "{}",
+        text(&unknown)
+    );
+}
+
+#[test]
+fn normalize_prints_redacted_json() {
+    let out = bin()
+        .args(["cdi", "normalize"])
+        .arg(fixture("nvidia-1gpu.json"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("normalize prints JSON");
+    assert_eq!(v["kind"], "nvidia.com/gpu");
+    let s = v.to_string();
+    assert!(
+        !s.contains("4cf8db2d"),
+        "a GPU UUID survived normalization: {s}"
+    );
+    assert!(
+        s.contains("[HASH]"),
+        "nix store hashes are not redacted: {s}"
+    );
+}
+
+#[test]
+fn a_bad_scenario_is_a_config_error_naming_file_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("typo.toml");
+    std::fs::write(
+        &file,
+        "description = \"x\"\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 1\n[[run]]\nname = \"r\"\ndevices = [\"nvidia.com/gpu=a b\"]\nexpect = \"success\"\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["run", "--backend", "sim", "--scenario"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(t.contains("typo.toml"), "{t}");
+    assert!(t.contains("run[0].devices[0]"), "{t}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_list_needs_no_engine() {
+    let out = bin()
+        .args(["run", "--backend", "gpu"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let out = bin()
+        .arg("list")
+        .arg("--scenario")
+        .arg(&scenarios)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout);
+    for trial in [
+        "seed::device_all",
+        "multi-gpu::device_3",
+        "seed::gpus_flag",
+        "spec-missing::spec_present",
+    ] {
+        assert!(t.lines().any(|l| l == trial), "{trial} not listed:\n{t}");
+    }
+}
