@@ -27,6 +27,7 @@ pub const BUILTIN: &[&str] = &[
     "info_warnings",
     "info_cli",
     "daemon_runtimes",
+    "engine_mode",
     "device_all",
     "device_isolation",
     "no_leftovers",
@@ -183,6 +184,7 @@ pub fn evaluate(s: &Scenario, facts: &Facts, check: &str) -> Verdict {
         "info_warnings" => info_warnings(facts),
         "info_cli" => info_cli(s, facts),
         "daemon_runtimes" => daemon_runtimes(facts),
+        "engine_mode" => engine_mode(s, facts),
         "device_all" => device_all(s, facts),
         "device_isolation" => device_isolation(s, facts),
         "no_leftovers" => match &facts.leftovers {
@@ -754,6 +756,35 @@ fn daemon_runtimes(facts: &Facts) -> Verdict {
     )
 }
 
+/// The engine the checks reach must be the one the machine's users get by default:
+/// the rootless one when `rootless.setSocketVariable = true`, else the rootful one.
+fn engine_mode(s: &Scenario, facts: &Facts) -> Verdict {
+    let info = match with_info(facts) {
+        Ok(i) => i,
+        Err(v) => return v,
+    };
+    let mode = |rootless: bool| if rootless { "rootless" } else { "rootful" };
+    if info.rootless == s.facts.rootless_default {
+        return Verdict::pass(format!(
+            "the engine is {}, as the machine's default Docker is",
+            mode(info.rootless)
+        ));
+    }
+    let fix = if s.facts.rootless_default {
+        "point DOCKER_HOST at the rootless socket ($XDG_RUNTIME_DIR/docker.sock), as setSocketVariable = true does at login"
+    } else {
+        "unset DOCKER_HOST (or point it at /var/run/docker.sock): with setSocketVariable = false the rootful engine is the default"
+    };
+    Verdict::fail(
+        format!(
+            "the engine reached is {} but this machine's default Docker is {}",
+            mode(info.rootless),
+            mode(s.facts.rootless_default)
+        ),
+        Some(fix.into()),
+    )
+}
+
 /// A fix hint for the engine errors users meet with CDI.
 pub fn hint_for(message: &str) -> Option<String> {
     let m = message;
@@ -1296,6 +1327,38 @@ mod tests {
             v.message.contains("missing nvidia.com/gpu=0"),
             "{}",
             v.message
+        );
+    }
+
+    #[test]
+    fn engine_mode_must_match_the_default_socket() {
+        let info = |rootless| {
+            Some(Ok(EngineInfo {
+                server_version: "28.5.2".into(),
+                rootless,
+                ..Default::default()
+            }))
+        };
+        let rootful_machine = scenario(1);
+        let f = Facts {
+            info: info(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            evaluate(&rootful_machine, &f, "engine_mode").status,
+            Status::Pass
+        );
+        let f = Facts {
+            info: info(true),
+            ..Default::default()
+        };
+        let v = evaluate(&rootful_machine, &f, "engine_mode");
+        assert_eq!(v.status, Status::Fail);
+        assert!(v.message.contains("reached is rootless"), "{}", v.message);
+        assert!(
+            v.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("unset DOCKER_HOST"))
         );
     }
 

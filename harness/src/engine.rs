@@ -181,6 +181,8 @@ pub struct EngineInfo {
     pub runtimes: Vec<(String, String)>,
     /// Default runtime.
     pub default_runtime: String,
+    /// Whether the engine runs rootless (`name=rootless` in its security options).
+    pub rootless: bool,
 }
 
 impl EngineInfo {
@@ -398,6 +400,11 @@ impl Engine {
             .map(|(name, rt)| (name, rt.path.unwrap_or_default()))
             .collect();
         runtimes.sort();
+        let rootless = info
+            .security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
         let server_version = info.server_version.unwrap_or_default();
         // Engines before 28.2 (API 1.50) have no DiscoveredDevices; bollard then reads
         // an absent field, which must not be mistaken for "no devices".
@@ -412,6 +419,7 @@ impl Engine {
             warnings: info.warnings.unwrap_or_default(),
             runtimes,
             default_runtime: info.default_runtime.unwrap_or_default(),
+            rootless,
         })
     }
 

@@ -352,6 +352,12 @@ pub async fn start_sim(
         .prefix("cdih-spec-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory for the simulated specs: {e}"))?;
+    // The engine (rootless: another user) must read the specs and support files.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("cannot make {} readable: {e}", scratch.path().display()))?;
+    }
     // The two directories NixOS's engine reads: the generator writes into the second.
     let etc = scratch.path().join("etc/cdi");
     let run = scratch.path().join("run/cdi");
@@ -361,15 +367,26 @@ pub async fn start_sim(
     }
     let gpus = sim::sim_gpus(s.gpus.count);
     sim::write_support_files(&support, &gpus).map_err(|e| e.to_string())?;
+    // A rootless engine cannot create device nodes: its spec names the nodes by path
+    // only, and the engine's namespace provides them (see sim::rootless).
+    let rootless = s.facts.rootless_default;
     if s.sim.spec == SimSpecState::Generated {
         let path = run.join(&s.spec_file);
-        std::fs::write(&path, sim::sim_spec_json(&gpus, &support))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let spec = if rootless {
+            sim::sim_spec_json_rootless(&gpus, &support)
+        } else {
+            sim::sim_spec_json(&gpus, &support)
+        };
+        std::fs::write(&path, spec).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(stale) = &s.sim.stale_spec {
         let path = run.join(stale);
-        std::fs::write(&path, sim::stale_spec_yaml(&gpus, &support))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let spec = if rootless {
+            sim::stale_spec_yaml_rootless(&gpus, &support)
+        } else {
+            sim::stale_spec_yaml(&gpus, &support)
+        };
+        std::fs::write(&path, spec).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     let engine_opts = sim::EngineOptions {
         dockerd,
@@ -377,6 +394,9 @@ pub async fn start_sim(
         spec_dirs: vec![etc.clone(), run.clone()],
         runtimes: s.facts.manual_runtimes.clone(),
         start_timeout: timeouts.call,
+        rootless: rootless.then(|| {
+            sim::RootlessOptions::from_env().with_device_nodes(sim::device_node_paths(&gpus))
+        }),
     };
     let engine = sim::PrivateEngine::start(engine_opts)
         .await
@@ -528,6 +548,7 @@ async fn gather(
         "info_devices",
         "info_warnings",
         "daemon_runtimes",
+        "engine_mode",
     ] {
         timings.insert(n.into(), info_time);
     }

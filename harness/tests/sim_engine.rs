@@ -2,8 +2,11 @@
 //! image, run containers with CDI devices, stop, and prove nothing is left behind.
 //!
 //! Needs root, a CDI-capable dockerd (`.ci/install-engine`) and a static busybox; where
-//! one is missing each test prints `skipped: <why>` to stderr and returns.
+//! one is missing each test prints `skipped: <why>` to stderr and returns. The rootless
+//! test also needs rootlesskit, uidmap and the `cdih-rootless` user (all from
+//! `.ci/install-engine`), or runs as a non-root user that has subordinate id ranges.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,9 +16,10 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use cdi_harness::sim::{
-    EngineOptions, PrivateEngine, SIM_IMAGE, SPEC_FILE_NAME, STALE_SPEC_FILE_NAME,
-    busybox_rootfs_tar, expected_smi_list, find_dockerd, find_static_busybox, import_image,
-    sim_gpus, sim_spec_json, stale_spec_yaml, write_support_files,
+    EngineOptions, PrivateEngine, RootlessOptions, SIM_IMAGE, SPEC_FILE_NAME, STALE_SPEC_FILE_NAME,
+    SimError, busybox_rootfs_tar, device_node_paths, expected_smi_list, find_dockerd,
+    find_static_busybox, import_image, sim_gpus, sim_spec_json, sim_spec_json_rootless,
+    stale_spec_yaml, write_support_files,
 };
 use futures_util::StreamExt as _;
 
@@ -32,6 +36,114 @@ fn skip_reason() -> Option<String> {
         return Some(e.to_string());
     }
     None
+}
+
+/// Serializes the tests that start rootless engines: one asserts that no process of
+/// the engine's user is left, which another test's engine would break.
+static ROOTLESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Why this machine cannot run the rootless engine tests, if it cannot.
+fn rootless_skip_reason() -> Option<String> {
+    if let Err(e) = find_dockerd(None) {
+        return Some(e.to_string());
+    }
+    if let Err(e) = find_static_busybox() {
+        return Some(e.to_string());
+    }
+    let on_path = |tool: &str| {
+        ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(tool).exists())
+    };
+    for tool in ["rootlesskit", "newuidmap", "newgidmap", "slirp4netns"] {
+        if !on_path(tool) {
+            return Some(format!(
+                "{tool} missing (`apt-get install rootlesskit uidmap slirp4netns` or \
+                 `.ci/install-engine`)"
+            ));
+        }
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun (slirp4netns needs it: `modprobe tun`)".to_string());
+    }
+    if euid() == 0 {
+        let user = RootlessOptions::from_env().user;
+        let known = std::process::Command::new("id")
+            .arg("-u")
+            .arg(&user)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !known {
+            return Some(format!(
+                "user {user} missing (`useradd -m {user}` or `.ci/install-engine`)"
+            ));
+        }
+    } else {
+        let me = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let ranges = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+        let uid = euid().to_string();
+        let has = ranges.lines().any(|l| {
+            let owner = l.split(':').next().unwrap_or_default();
+            owner == me || owner == uid
+        });
+        if !has {
+            return Some(format!(
+                "not root, and the current user {me} has no range in /etc/subuid"
+            ));
+        }
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_err()
+        {
+            return Some("not root, and /dev/net/tun is not usable by this user".to_string());
+        }
+    }
+    None
+}
+
+/// Live processes (`pid stat args`) owned by `user`. Zombies count only while they
+/// last: one whose parent died (a shim after containerd) waits for PID 1 to reap it,
+/// which takes a moment; a zombie is dead already, so after 3 s it is only reported.
+fn processes_of(user: &str) -> Vec<String> {
+    let list = || -> Vec<String> {
+        let out = std::process::Command::new("ps")
+            .args(["-u", user, "-o", "pid=,stat=,args="])
+            .output()
+            .expect("ps (procps) must be installed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    let is_zombie = |l: &String| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|s| s.starts_with('Z'))
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = list();
+        if !now.iter().any(is_zombie) || Instant::now() >= deadline {
+            let (zombies, live): (Vec<String>, Vec<String>) = now.into_iter().partition(is_zombie);
+            if !zombies.is_empty() {
+                eprintln!("note: zombies of {user} not yet reaped by PID 1: {zombies:?}");
+            }
+            return live;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Live processes whose arguments carry `marker` (the engine's unique temp dir name).
@@ -76,16 +188,37 @@ async fn run(
     cmd: &[&str],
     devices: &[&str],
 ) -> Result<(i64, String), String> {
+    let request = DeviceRequest {
+        driver: Some("cdi".to_string()),
+        device_ids: Some(devices.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    run_with(docker, name, cmd, request).await
+}
+
+/// `docker run --gpus all`'s request: any driver, all devices, capability `gpu`.
+fn gpus_all() -> DeviceRequest {
+    DeviceRequest {
+        driver: Some(String::new()),
+        count: Some(-1),
+        capabilities: Some(vec![vec!["gpu".to_string()]]),
+        ..Default::default()
+    }
+}
+
+/// [`run`] with any device request.
+async fn run_with(
+    docker: &Docker,
+    name: &str,
+    cmd: &[&str],
+    request: DeviceRequest,
+) -> Result<(i64, String), String> {
     let body = ContainerCreateBody {
         image: Some(SIM_IMAGE.to_string()),
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         host_config: Some(HostConfig {
             network_mode: Some("none".to_string()),
-            device_requests: Some(vec![DeviceRequest {
-                driver: Some("cdi".to_string()),
-                device_ids: Some(devices.iter().map(|s| s.to_string()).collect()),
-                ..Default::default()
-            }]),
+            device_requests: Some(vec![request]),
             ..Default::default()
         }),
         ..Default::default()
@@ -154,6 +287,27 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Starts a container that runs for 5 minutes: stop must take it down too.
+async fn start_sleeper(docker: &Docker) {
+    let body = ContainerCreateBody {
+        image: Some(SIM_IMAGE.to_string()),
+        cmd: Some(vec!["sleep".into(), "300".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sleeper = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name("sleeper").build()),
+            body,
+        )
+        .await
+        .unwrap();
+    docker.start_container(&sleeper.id, None).await.unwrap();
 }
 
 fn assert_gone(root: &Path, socket: &Path, marker: &str) {
@@ -288,23 +442,7 @@ async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
     assert_eq!((code, out), (0, expected_smi_list(&gpus[1..2])));
 
     // A running container at stop time: the engine must take it down too.
-    let body = ContainerCreateBody {
-        image: Some(SIM_IMAGE.to_string()),
-        cmd: Some(vec!["sleep".into(), "300".into()]),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let sleeper = docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::new().name("sleeper").build()),
-            body,
-        )
-        .await
-        .unwrap();
-    docker.start_container(&sleeper.id, None).await.unwrap();
+    start_sleeper(&docker).await;
     drop(docker);
 
     let t3 = Instant::now();
@@ -371,4 +509,264 @@ async fn a_failing_start_reports_the_log_and_cleans_up() {
     assert!(!Path::new(&root).exists(), "{root} left behind");
     let marker = root.trim_start_matches("/tmp/");
     assert!(processes_with(marker).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootless_engine_runs_cdi_containers_and_leaves_nothing() {
+    if let Some(reason) = rootless_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _serial = ROOTLESS.lock().await;
+    let gpus = sim_gpus(2);
+    let opts = EngineOptions {
+        rootless: Some(RootlessOptions::from_env().with_device_nodes(device_node_paths(&gpus))),
+        ..EngineOptions::default()
+    };
+    let t0 = Instant::now();
+    let mut engine = PrivateEngine::start(opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start_time = t0.elapsed();
+    let user = engine
+        .rootless_user()
+        .expect("a rootless engine")
+        .to_string();
+    let root = engine.root().to_path_buf();
+    let socket = engine.socket_path().to_path_buf();
+    let marker = engine.marker().to_string();
+    assert!(socket.starts_with(&root), "{}", socket.display());
+    assert!(socket.as_os_str().len() < 108);
+    assert!(!processes_with(&marker).is_empty());
+    if euid() == 0 {
+        assert_eq!(user, RootlessOptions::from_env().user);
+        assert!(!processes_of(&user).is_empty(), "the engine runs as {user}");
+    }
+
+    let support = root.join("support");
+    write_support_files(&support, &gpus).unwrap();
+    let spec_dir = engine.spec_dirs()[0].clone();
+    let spec = sim_spec_json_rootless(&gpus, &support);
+    assert!(!spec.contains("hostPath\": \"/dev/null"), "{spec}");
+    std::fs::write(spec_dir.join(SPEC_FILE_NAME), spec).unwrap();
+
+    let docker = engine
+        .client()
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", engine.log_tail(40)));
+    let info = docker.info().await.unwrap();
+    let security = info.security_options.clone().unwrap_or_default();
+    assert!(
+        security.iter().any(|o| o.contains("rootless")),
+        "security options: {security:?}"
+    );
+    let cdi_dirs = info.cdi_spec_dirs.clone().unwrap_or_default();
+    assert_eq!(cdi_dirs, vec![spec_dir.display().to_string()]);
+
+    let t1 = Instant::now();
+    import_image(
+        &docker,
+        SIM_IMAGE,
+        busybox_rootfs_tar().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let import_time = t1.elapsed();
+
+    let t2 = Instant::now();
+    let all = run_when(
+        &docker,
+        "all",
+        &["nvidia-smi", "-L"],
+        &["nvidia.com/gpu=all"],
+        |r| r.is_ok(),
+    )
+    .await;
+    let run_time = t2.elapsed();
+    let (code, out) = all.unwrap_or_else(|e| {
+        panic!(
+            "run with nvidia.com/gpu=all failed: {e}\n{}",
+            engine.log_tail(30)
+        )
+    });
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, expected_smi_list(&gpus));
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // One device: only GPU 1, numbered 0 as on a real host.
+    let (code, out) = run(&docker, "one", &["nvidia-smi", "-L"], &["nvidia.com/gpu=1"])
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        format!("GPU 0: NVIDIA H100 80GB HBM3 (UUID: {})\n", gpus[1].uuid)
+    );
+
+    // The nodes are what a rootless runc can give: bind mounts of /dev/null.
+    let (code, out) = run(
+        &docker,
+        "nodes",
+        &["sh", "-c", "ls -l /dev/nvidia0 /dev/nvidiactl; ls /dev"],
+        &["nvidia.com/gpu=0"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1,   3") || out.contains("1, 3"), "{out}");
+    assert!(!out.contains("nvidia1"), "only GPU 0 injected: {out}");
+
+    // `--gpus all`: no NVIDIA runtime and no CDI mapping for it, as on a real host.
+    let err = run_with(&docker, "gpus-all", &["nvidia-smi", "-L"], gpus_all())
+        .await
+        .expect_err("--gpus all must fail");
+    assert!(
+        err.contains(r#"could not select device driver "" with capabilities: [[gpu]]"#),
+        "{err}"
+    );
+
+    start_sleeper(&docker).await;
+    drop(docker);
+
+    let t3 = Instant::now();
+    engine.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    let stop_time = t3.elapsed();
+    assert_gone(&root, &socket, &marker);
+    if euid() == 0 {
+        let left = processes_of(&user);
+        assert!(
+            left.is_empty(),
+            "processes of {user} left behind: {left:#?}"
+        );
+    }
+    engine.stop().await.unwrap(); // idempotent
+    eprintln!(
+        "rootless timings (user {user}): start {start_time:?}, import {import_time:?}, \
+         first CDI run {run_time:?}, stop with a running container {stop_time:?}"
+    );
+}
+
+#[tokio::test]
+async fn rootless_start_refuses_a_spec_dir_its_user_cannot_read() {
+    if let Some(reason) = rootless_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    if euid() != 0 {
+        eprintln!("skipped: as an ordinary user the engine's user is the owner");
+        return;
+    }
+    // A 0700 directory above the spec dir (as `mktemp -d` makes): the mistake this
+    // check is for.
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let spec_dir = private.path().join("cdi");
+    std::fs::create_dir(&spec_dir).unwrap();
+    let opts = EngineOptions {
+        spec_dirs: vec![spec_dir.clone()],
+        rootless: Some(RootlessOptions::from_env()),
+        ..EngineOptions::default()
+    };
+    let err = PrivateEngine::start(opts)
+        .await
+        .expect_err("the engine's user cannot read the spec dir");
+    let text = err.to_string();
+    assert!(matches!(err, SimError::Rootless { .. }), "{text}");
+    assert!(text.contains("cannot read"), "{text}");
+    assert!(text.contains(&spec_dir.display().to_string()), "{text}");
+    assert!(text.contains("chmod 0755"), "{text}");
+}
+
+// The default current-thread runtime: the engine must work there too.
+#[tokio::test]
+async fn a_failing_rootless_start_reports_the_log_and_cleans_up() {
+    if let Some(reason) = rootless_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _serial = ROOTLESS.lock().await;
+    let mut opts = EngineOptions {
+        rootless: Some(RootlessOptions::from_env()),
+        ..EngineOptions::default()
+    };
+    opts.runtimes
+        .insert("runc".into(), serde_json::json!({"path": "/bin/true"}));
+    let t = Instant::now();
+    let err = PrivateEngine::start(opts)
+        .await
+        .expect_err("dockerd must refuse this config");
+    let took = t.elapsed();
+    let text = err.to_string();
+    eprintln!("rootless start error as reported (after {took:?}):\n{text}");
+    assert!(
+        matches!(err, SimError::EngineStart(ref f) if f.exit_status.is_some()),
+        "{text}"
+    );
+    assert!(text.contains("is reserved"), "{text}");
+    assert!(text.contains("rename it"), "{text}");
+    assert!(
+        text.contains("dockerd-rootless.sh"),
+        "the command line: {text}"
+    );
+    let at = text.find("/tmp/cdih-").expect("temp dir in the error");
+    let root: String = text[at..].chars().take("/tmp/cdih-XXXXXX".len()).collect();
+    assert!(!Path::new(&root).exists(), "{root} left behind");
+    let marker = root.trim_start_matches("/tmp/");
+    assert!(processes_with(marker).is_empty());
+}
+
+// Two rootless engines at once (own namespaces, tun nodes, slirp4netns each), both
+// dropped without `stop`: everything must still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_two_rootless_engines_cleans_up() {
+    if let Some(reason) = rootless_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let _serial = ROOTLESS.lock().await;
+    let opts = || EngineOptions {
+        rootless: Some(
+            RootlessOptions::from_env().with_device_nodes(device_node_paths(&sim_gpus(1))),
+        ),
+        ..EngineOptions::default()
+    };
+    let (a, b) = tokio::join!(PrivateEngine::start(opts()), PrivateEngine::start(opts()));
+    let a = a.unwrap_or_else(|e| panic!("{e}"));
+    let b = b.unwrap_or_else(|e| panic!("{e}"));
+    let user = a.rootless_user().unwrap_or_default().to_string();
+    let mut gone = Vec::new();
+    for engine in [a, b] {
+        let docker = engine.client().await.unwrap_or_else(|e| panic!("{e}"));
+        docker.ping().await.unwrap();
+        let version = docker.version().await.unwrap();
+        let components: Vec<String> = version
+            .components
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(
+            components.iter().any(|c| c == "rootlesskit"),
+            "{components:?}"
+        );
+        gone.push((
+            engine.root().to_path_buf(),
+            engine.socket_path().to_path_buf(),
+            engine.marker().to_string(),
+        ));
+        let t = Instant::now();
+        drop(engine);
+        eprintln!("rootless drop took {:?}", t.elapsed());
+    }
+    for (root, socket, marker) in &gone {
+        assert_gone(root, socket, marker);
+    }
+    if euid() == 0 {
+        let left = processes_of(&user);
+        assert!(
+            left.is_empty(),
+            "processes of {user} left behind: {left:#?}"
+        );
+    }
 }

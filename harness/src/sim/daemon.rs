@@ -8,6 +8,11 @@
 //! The directory's random name (the *marker*, e.g. `cdih-a1B2c3`) is also the engine's
 //! containerd namespace, so every process the engine starts (dockerd, containerd, shims,
 //! runc) carries it in its arguments; that is how leftovers are found at stop.
+//!
+//! With [`EngineOptions::rootless`] the engine is a rootless one instead (dockerd in
+//! rootlesskit's user namespace, see the `rootless` module): the same directory, the
+//! same stop and cleanup, with rootlesskit as the process the harness starts and
+//! signals (it forwards signals to dockerd).
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -18,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::SimError;
 use super::error::EngineStartFailure;
+use super::rootless::{self, RootlessOptions};
 
 /// Environment variable naming the dockerd to use, overriding the search.
 pub const ENV_DOCKERD: &str = "CDI_HARNESS_DOCKERD";
@@ -41,12 +47,16 @@ const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(50);
 /// Program names (as in `/proc/<pid>/comm`, at most 15 bytes) of the processes an
 /// engine starts; only these (and their descendants) are ever killed at cleanup.
-const ENGINE_COMMS: [&str; 5] = [
+/// A rootless engine adds `rootlesskit` and its re-executed child (`/proc/self/exe`,
+/// so `exe`); `dockerd` also covers `dockerd-rootless.sh` and the harness's wrapper.
+const ENGINE_COMMS: [&str; 7] = [
     "dockerd",
     "containerd",
     "runc",
     "docker-proxy",
     "docker-init",
+    "rootlesskit",
+    "exe",
 ];
 
 /// What the private engine is started with.
@@ -64,6 +74,14 @@ pub struct EngineOptions {
     pub runtimes: serde_json::Map<String, serde_json::Value>,
     /// How long to wait for `/_ping` to answer.
     pub start_timeout: Duration,
+    /// `Some`: start a *rootless* engine (dockerd-rootless.sh under rootlesskit, as a
+    /// NixOS machine with `virtualisation.docker.rootless` runs it) instead of a rootful
+    /// one. Its specs must not use `hostPath` on device nodes (write
+    /// [`super::sim_spec_json_rootless`]) and every node they name must be listed in
+    /// [`RootlessOptions::device_nodes`] ([`super::device_node_paths`]). Works as root
+    /// (the engine runs as [`RootlessOptions::user`]) and as an ordinary user with
+    /// subordinate id ranges (the engine runs as that user).
+    pub rootless: Option<RootlessOptions>,
 }
 
 impl Default for EngineOptions {
@@ -75,6 +93,7 @@ impl Default for EngineOptions {
             spec_dirs: Vec::new(),
             runtimes: serde_json::Map::new(),
             start_timeout: Duration::from_secs(30),
+            rootless: None,
         }
     }
 }
@@ -97,6 +116,18 @@ impl Keeper {
     }
 }
 
+/// What cleanup needs to know about a rootless engine.
+#[derive(Debug, Clone)]
+struct RootlessRun {
+    /// The user the engine runs as.
+    user: String,
+    /// True when the harness is not root: then files the engine created as
+    /// subordinate ids can only be removed from inside a user namespace.
+    needs_namespace_rm: bool,
+    rootlesskit: PathBuf,
+    path_env: OsString,
+}
+
 /// A running private dockerd, its temporary directory and the way to take it down.
 #[derive(Debug)]
 pub struct PrivateEngine {
@@ -111,6 +142,7 @@ pub struct PrivateEngine {
     keeper: Keeper,
     stopped: bool,
     final_log: String,
+    rootless: Option<RootlessRun>,
 }
 
 impl PrivateEngine {
@@ -118,15 +150,27 @@ impl PrivateEngine {
     /// `/_ping` answers (bounded by `start_timeout`) and, on failure, returns an error
     /// carrying the last lines of dockerd's log and a fix hint, after removing
     /// everything it started.
+    ///
+    /// Rootless ([`EngineOptions::rootless`]): checks the user, its subordinate ids,
+    /// rootlesskit, the uidmap tools, `dockerd-rootless.sh` and that the user can read
+    /// the spec dirs first (each a [`SimError::Rootless`] or [`SimError::MissingTool`]
+    /// with the fix), then starts `rootlesskit … dockerd-rootless.sh …` with the socket
+    /// at `<root>/xdg/docker.sock`.
     pub async fn start(opts: EngineOptions) -> Result<PrivateEngine, SimError> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
-        if euid != 0 {
+        if euid != 0 && opts.rootless.is_none() {
             return Err(SimError::NotRoot { euid });
         }
         let dockerd = find_dockerd(opts.dockerd.as_deref())?;
         let path_env = engine_path(&dockerd);
-        preflight_tools(&path_env)?;
+        // A rootless dockerd always starts its own containerd: the system's socket is
+        // neither visible (rootlesskit copies /run up) nor usable to it.
+        preflight_tools(&path_env, opts.rootless.is_some())?;
+        let plan = match &opts.rootless {
+            Some(r) => Some(rootless::plan(r, euid, &dockerd, &path_env)?),
+            None => None,
+        };
 
         remove_stale_engine_dirs();
         let root = tempfile::Builder::new()
@@ -155,8 +199,29 @@ impl PrivateEngine {
         let config = daemon_config(&opts, &spec_dirs, &marker);
         std::fs::write(&config_path, config)
             .map_err(|e| SimError::io(format!("writing {}", config_path.display()), e))?;
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| SimError::io(format!("chmod {}", config_path.display()), e))?;
 
-        let socket = root.join("d.sock");
+        // Rootless: the engine's user owns <root>/xdg (socket, data, exec root) and reads
+        // everything else, so its directories live there.
+        let layout = match &plan {
+            Some(p) => {
+                let layout = p.prepare(&root, &dockerd)?;
+                let mut dirs = spec_dirs.clone();
+                dirs.push(root.clone());
+                p.check_access(
+                    &dirs,
+                    &[dockerd.clone(), p.script.clone(), layout.wrapper.clone()],
+                )?;
+                Some(layout)
+            }
+            None => None,
+        };
+        let state_dir = layout.as_ref().map_or(root.clone(), |l| l.xdg.clone());
+        let socket = match &layout {
+            Some(l) => l.xdg.join("docker.sock"),
+            None => root.join("d.sock"),
+        };
         let log_path = root.join("dockerd.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| SimError::io(format!("creating {}", log_path.display()), e))?;
@@ -169,29 +234,51 @@ impl PrivateEngine {
             "--host".into(),
             format!("unix://{}", socket.display()).into(),
             "--data-root".into(),
-            root.join("data").into(),
+            state_dir.join("data").into(),
             "--exec-root".into(),
-            root.join("exec").into(),
+            state_dir.join("exec").into(),
             "--pidfile".into(),
-            root.join("d.pid").into(),
+            state_dir.join("d.pid").into(),
             "--iptables=false".into(),
             "--ip6tables=false".into(),
             "--bridge=none".into(),
         ];
-        let command_line = format!(
-            "PATH={} {} {}",
-            path_env.to_string_lossy(),
-            dockerd.display(),
-            args.iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+        let (program, command_line) = match (&plan, &layout) {
+            (Some(p), Some(l)) => (p.script.clone(), p.command_line(l, &args)),
+            _ => (
+                dockerd.clone(),
+                format!(
+                    "PATH={} {} {}",
+                    path_env.to_string_lossy(),
+                    dockerd.display(),
+                    args.iter()
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            ),
+        };
 
-        let mut cmd = tokio::process::Command::new(&dockerd);
-        cmd.args(&args)
-            .env("PATH", &path_env)
-            .stdin(Stdio::null())
+        let mut cmd = tokio::process::Command::new(&program);
+        let mut child_setup = None;
+        match (&plan, &layout) {
+            (Some(p), Some(l)) => {
+                // dockerd-rootless.sh execs rootlesskit, so the child *is* rootlesskit.
+                cmd.args(&args)
+                    .env_clear()
+                    .envs(p.env(l))
+                    // The harness's working directory may be closed to the engine's user.
+                    .current_dir("/");
+                // Root: private tun node and the switch to the user, done by the forked
+                // child itself (not by setpriv) so that PR_SET_PDEATHSIG, set below
+                // after the switch (which would clear it), still holds.
+                child_setup = p.child_setup(l)?;
+            }
+            _ => {
+                cmd.args(&args).env("PATH", &path_env);
+            }
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .kill_on_drop(true)
@@ -199,11 +286,16 @@ impl PrivateEngine {
             // dockerd before the harness has removed its containers.
             .process_group(0);
         let parent = std::process::id();
-        // SAFETY: the closure runs between fork and exec and only calls the
-        // async-signal-safe prctl, getppid and raise.
+        // SAFETY: the closure runs between fork and exec and only makes system calls
+        // (ChildSetup::apply: unshare, mount, mknod, chown, setgroups, setgid, setuid;
+        // then prctl, getppid, raise), all async-signal-safe.
         unsafe {
             cmd.pre_exec(move || {
-                // SIGTERM, not SIGKILL: dockerd then still stops its containers.
+                if let Some(setup) = &child_setup {
+                    setup.apply()?;
+                }
+                // SIGTERM, not SIGKILL: dockerd then still stops its containers
+                // (rootlesskit forwards it to dockerd).
                 if libc::prctl(
                     libc::PR_SET_PDEATHSIG,
                     libc::SIGTERM as libc::c_ulong,
@@ -224,7 +316,7 @@ impl PrivateEngine {
 
         let (child, keeper) = spawn_kept(cmd)
             .await
-            .map_err(|e| SimError::io(format!("starting {}", dockerd.display()), e))?;
+            .map_err(|e| SimError::io(format!("starting {}", program.display()), e))?;
         let pid = child.id();
         guard.0 = None; // the engine's own stop/drop cleans up from here
         let mut engine = PrivateEngine {
@@ -239,6 +331,12 @@ impl PrivateEngine {
             keeper,
             stopped: false,
             final_log: String::new(),
+            rootless: plan.map(|p| RootlessRun {
+                user: p.account.name.clone(),
+                needs_namespace_rm: !p.switch_user,
+                rootlesskit: p.rootlesskit.clone(),
+                path_env: p.path_env.clone(),
+            }),
         };
 
         match engine.wait_ready(opts.start_timeout).await {
@@ -248,7 +346,10 @@ impl PrivateEngine {
                 let full_log = engine.log_tail(400);
                 let cause = failure_cause(&full_log);
                 let log_tail = significant_tail(&full_log, 25);
-                let hint = hint_for(&cause);
+                let hint = match engine.rootless {
+                    Some(_) => rootless::hint_for(&cause).unwrap_or_else(|| hint_for(&cause)),
+                    None => hint_for(&cause),
+                };
                 Err(SimError::EngineStart(Box::new(EngineStartFailure {
                     exit_status,
                     waited: opts.start_timeout,
@@ -312,9 +413,15 @@ impl PrivateEngine {
         &self.dockerd
     }
 
-    /// dockerd's process id while it runs.
+    /// dockerd's process id while it runs; for a rootless engine, rootlesskit's (the
+    /// process the harness started, which runs dockerd in its namespaces).
     pub fn pid(&self) -> Option<u32> {
         if self.stopped { None } else { self.pid }
+    }
+
+    /// The user a rootless engine runs as; `None` for a rootful engine.
+    pub fn rootless_user(&self) -> Option<&str> {
+        self.rootless.as_ref().map(|r| r.user.as_str())
     }
 
     /// The unique name of the temp dir, which is also the containerd namespace and
@@ -367,11 +474,15 @@ impl PrivateEngine {
         if self.stopped {
             return Ok(());
         }
+        let mut tree = Vec::new();
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
             let socket = self.socket.clone();
             let _ = tokio::task::spawn_blocking(move || kill_all_containers(&socket)).await;
+            if let Some(pid) = child.id() {
+                tree = process_tree(pid);
+            }
             if let Some(pid) = child.id() {
                 // SAFETY: plain kill(2) on our own, not yet reaped, child.
                 unsafe {
@@ -382,6 +493,7 @@ impl PrivateEngine {
                 .await
                 .is_err()
             {
+                kill_group(&child);
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
@@ -391,9 +503,11 @@ impl PrivateEngine {
         self.keeper.release();
         let root = self.root.clone();
         let marker = self.marker.clone();
-        let result = tokio::task::spawn_blocking(move || cleanup(&root, &marker))
-            .await
-            .unwrap_or_else(|e| Err(format!("cleanup task failed: {e}")));
+        let rootless = self.rootless.clone();
+        let result =
+            tokio::task::spawn_blocking(move || cleanup(&root, &marker, rootless.as_ref(), &tree))
+                .await
+                .unwrap_or_else(|e| Err(format!("cleanup task failed: {e}")));
         result.map_err(|detail| SimError::Cleanup {
             root: self.root.clone(),
             marker: self.marker.clone(),
@@ -410,10 +524,14 @@ impl Drop for PrivateEngine {
             return;
         }
         self.stopped = true;
+        let mut tree = Vec::new();
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
             kill_all_containers(&self.socket);
+            if let Some(pid) = child.id() {
+                tree = process_tree(pid);
+            }
             if let Some(pid) = child.id() {
                 // SAFETY: plain kill(2) on our own, not yet reaped, child.
                 unsafe {
@@ -421,12 +539,13 @@ impl Drop for PrivateEngine {
                 }
             }
             if !wait_child_sync(&mut child, DROP_GRACE) {
+                kill_group(&child);
                 let _ = child.start_kill();
                 let _ = wait_child_sync(&mut child, Duration::from_secs(2));
             }
         }
         self.keeper.release();
-        if let Err(detail) = cleanup(&self.root, &self.marker) {
+        if let Err(detail) = cleanup(&self.root, &self.marker, self.rootless.as_ref(), &tree) {
             eprintln!(
                 "cdi-harness: cleaning up the private engine in {} on drop: {detail}",
                 self.root.display()
@@ -481,6 +600,19 @@ async fn spawn_kept(
         Err(_) => {
             keeper.release();
             Err(std::io::Error::other("the thread spawning dockerd died"))
+        }
+    }
+}
+
+/// SIGKILLs the process group the engine's first process leads (dockerd, or
+/// rootlesskit with its child and dockerd). Only called while that process is not yet
+/// reaped, so the group id cannot have been reused by anyone else.
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the process group of our own unreaped child (spawned with
+        // process_group(0), so its pgid is its pid).
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
         }
     }
 }
@@ -627,13 +759,14 @@ fn which_in(path_env: &OsString, tool: &str) -> Option<PathBuf> {
 }
 
 /// Checks the programs dockerd will need before starting it, for a precise error.
-fn preflight_tools(path_env: &OsString) -> Result<(), SimError> {
+/// `own_containerd`: dockerd will start its own containerd even if the system has one.
+fn preflight_tools(path_env: &OsString, own_containerd: bool) -> Result<(), SimError> {
     let path = path_env.to_string_lossy().into_owned();
     let mut needed = vec![(
         "runc",
         "install Debian's `runc` package (`apt-get install runc`, or run `.ci/install-engine`)",
     )];
-    if !Path::new(SYSTEM_CONTAINERD_SOCKET).exists() {
+    if own_containerd || !Path::new(SYSTEM_CONTAINERD_SOCKET).exists() {
         needed.push((
             "containerd",
             "dockerd starts its own containerd from its PATH: run `.ci/install-engine`, which \
@@ -657,13 +790,15 @@ fn preflight_tools(path_env: &OsString) -> Result<(), SimError> {
 }
 
 /// The line of dockerd's log that says why it failed: the last `failed to start
-/// daemon` line, else the last fatal or error entry (its `msg` and `error` fields).
+/// daemon` line, else the harness wrapper's own complaint, else the last fatal or
+/// error entry (its `msg` and `error` fields), else (rootless) rootlesskit's or
+/// dockerd-rootless.sh's own error; rootlesskit's "command … exited" only repeats that
+/// its child failed, so it comes last.
 fn failure_cause(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
-    if let Some(l) = lines
-        .iter()
-        .rev()
-        .find(|l| l.contains("failed to start daemon"))
+    let last = |pred: &dyn Fn(&str) -> bool| lines.iter().rev().find(|l| pred(l)).copied();
+    if let Some(l) = last(&|l| l.contains("failed to start daemon"))
+        .or_else(|| last(&|l| l.starts_with("cdi-harness:")))
     {
         return l.trim().to_string();
     }
@@ -702,15 +837,28 @@ fn failure_cause(log: &str) -> String {
             _ => l.trim().to_string(),
         };
     }
+    let rootlesskit_error = |l: &str| l.starts_with("[rootlesskit:") && l.contains("error");
+    if let Some(l) = last(&|l| rootlesskit_error(l) && !l.contains("exited"))
+        .or_else(|| {
+            last(&|l| {
+                !l.starts_with('+')
+                    && (l.contains("needs to be installed") || l.contains("needs to be set"))
+            })
+        })
+        .or_else(|| last(&|l| rootlesskit_error(l)))
+    {
+        return l.trim().to_string();
+    }
     "no error line in its log".to_string()
 }
 
 /// The last `lines` lines of the log without logrus `info`/`debug` entries (containerd
-/// logs ~50 plugin lines at start that bury the error); all lines if none are left.
+/// logs ~50 plugin lines at start that bury the error) and without the `+ …` trace
+/// that `dockerd-rootless.sh` (`set -x`) writes; all lines if none are left.
 fn significant_tail(log: &str, lines: usize) -> String {
     let kept: Vec<&str> = log
         .lines()
-        .filter(|l| !l.contains("level=info") && !l.contains("level=debug"))
+        .filter(|l| !l.contains("level=info") && !l.contains("level=debug") && !l.starts_with("+ "))
         .collect();
     if kept.is_empty() {
         last_lines(log, lines)
@@ -901,6 +1049,8 @@ struct ProcInfo {
     zombie: bool,
     comm: String,
     cmdline: String,
+    /// Start time in clock ticks since boot: with the pid, names a process for good.
+    start: u64,
 }
 
 fn read_proc(pid: i32) -> Option<ProcInfo> {
@@ -912,6 +1062,8 @@ fn read_proc(pid: i32) -> Option<ProcInfo> {
     let mut rest = stat.get(close + 1..)?.split_whitespace();
     let state = rest.next()?;
     let ppid = rest.next()?.parse().ok()?;
+    // Field 22 of stat; `rest` is at field 5 now.
+    let start = rest.nth(17)?.parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
         .unwrap_or_default();
@@ -921,7 +1073,31 @@ fn read_proc(pid: i32) -> Option<ProcInfo> {
         zombie: state == "Z" || state == "X",
         comm,
         cmdline,
+        start,
     })
+}
+
+/// `pid` and all its descendants, as (pid, start time): what a rootless engine runs
+/// includes processes without the marker in their arguments (slirp4netns), found
+/// this way while rootlesskit still lives and killed at cleanup if they outlive it.
+fn process_tree(pid: u32) -> Vec<(i32, u64)> {
+    let procs = all_procs();
+    let mut found: Vec<(i32, u64)> = procs
+        .iter()
+        .filter(|p| p.pid == pid as i32)
+        .map(|p| (p.pid, p.start))
+        .collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i].0;
+        for p in &procs {
+            if p.ppid == parent && !found.iter().any(|f| f.0 == p.pid) {
+                found.push((p.pid, p.start));
+            }
+        }
+        i += 1;
+    }
+    found
 }
 
 fn all_procs() -> Vec<ProcInfo> {
@@ -1017,14 +1193,32 @@ fn umount_detach(path: &Path) -> std::io::Result<()> {
 }
 
 /// After dockerd is gone: waits for the engine's other processes (then kills them),
-/// unmounts what is left under `root`, removes `root`. Blocking; bounded to ~6 s.
-fn cleanup(root: &Path, marker: &str) -> Result<(), String> {
+/// unmounts what is left under `root`, removes `root`. Blocking; bounded to ~6 s (plus
+/// up to 30 s for a non-root harness's `rootlesskit rm -rf`).
+/// `tree`: processes of the engine seen before it was stopped (see [`process_tree`]);
+/// those still alive (same pid and start time) count as left over too.
+fn cleanup(
+    root: &Path,
+    marker: &str,
+    rootless: Option<&RootlessRun>,
+    tree: &[(i32, u64)],
+) -> Result<(), String> {
     let mut problems = Vec::new();
     if !marker.is_empty() {
         let start = Instant::now();
         let mut killed = false;
         loop {
-            let left = engine_processes(marker);
+            let mut left = engine_processes(marker);
+            let me = std::process::id() as i32;
+            for p in all_procs() {
+                if !p.zombie
+                    && p.pid != me
+                    && tree.contains(&(p.pid, p.start))
+                    && !left.iter().any(|l| l.pid == p.pid)
+                {
+                    left.push(p);
+                }
+            }
             if left.is_empty() {
                 break;
             }
@@ -1075,7 +1269,18 @@ fn cleanup(root: &Path, marker: &str) -> Result<(), String> {
     if root.exists()
         && let Err(e) = std::fs::remove_dir_all(root)
     {
-        problems.push(format!("removing {}: {e}", root.display()));
+        match rootless.filter(|r| r.needs_namespace_rm) {
+            // Layers and containerd state belong to subordinate ids: only root inside
+            // a user namespace of the same user can remove them.
+            Some(r) => {
+                if let Err(ns) = rootless::remove_in_namespace(&r.rootlesskit, &r.path_env, root) {
+                    problems.push(format!("removing {}: {e}; then {ns}", root.display()));
+                } else if root.exists() {
+                    problems.push(format!("{} still exists after rm -rf", root.display()));
+                }
+            }
+            None => problems.push(format!("removing {}: {e}", root.display())),
+        }
     }
     if problems.is_empty() {
         Ok(())
@@ -1288,12 +1493,33 @@ mod tests {
         );
         assert_eq!(significant_tail(log, 5).lines().count(), 1);
         assert!(!significant_tail("level=info a\nlevel=warning b\n", 5).contains("info"));
+        assert_eq!(
+            significant_tail("+ exec wrap\nlevel=warning b\n+ rm -f x\n", 5),
+            "level=warning b"
+        );
+    }
+
+    #[test]
+    fn rootless_failure_causes_name_the_real_error() {
+        let uid_map = "+ exec rootlesskit --net=slirp4netns\n\
+            [rootlesskit:parent] error: failed to setup UID/GID map: newuidmap 42 [0 1001 1 1 100000 65536] failed: newuidmap: write to uid_map failed: Operation not permitted\n\
+            [rootlesskit:child ] error: command [x] exited: exit status 1\n";
+        assert!(failure_cause(uid_map).contains("write to uid_map failed"));
+        let wrapper = "cdi-harness: cannot bind /dev/null onto /dev/nvidia0 in the rootless engine's namespace\n\
+            [rootlesskit:child ] error: command [x] exited: exit status 1\n\
+            [rootlesskit:parent] error: child exited: exit status 1\n";
+        assert!(failure_cause(wrapper).starts_with("cdi-harness: cannot bind"));
+        let script =
+            "+ echo rootlesskit needs to be installed\nrootlesskit needs to be installed\n";
+        assert_eq!(failure_cause(script), "rootlesskit needs to be installed");
+        let only_exit = "[rootlesskit:parent] error: child exited: exit status 1\n";
+        assert_eq!(failure_cause(only_exit), only_exit.trim());
     }
 
     #[test]
     fn preflight_names_the_missing_tool() {
         let empty = tempfile::tempdir().unwrap();
-        let err = preflight_tools(&empty.path().as_os_str().to_owned()).unwrap_err();
+        let err = preflight_tools(&empty.path().as_os_str().to_owned(), true).unwrap_err();
         match err {
             SimError::MissingTool { tool, hint, .. } => {
                 assert_eq!(tool, "runc");

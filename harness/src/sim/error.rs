@@ -31,6 +31,17 @@ pub enum SimError {
         euid: u32,
     },
 
+    /// The rootless engine cannot be set up on this machine (a missing user, subordinate
+    /// id range, program, or a file the engine's user cannot read): checked before
+    /// anything starts, because rootlesskit's own errors name none of these causes.
+    #[error("cannot start the rootless private engine: {problem}\nfix: {fix}")]
+    Rootless {
+        /// What is missing or wrong.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+
     /// No CDI-capable dockerd was found in any of the places searched.
     #[error(
         "no CDI-capable dockerd (version 25 or later) found; tried:\n{}\nfix: run \

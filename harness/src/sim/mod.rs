@@ -9,6 +9,11 @@
 //! static busybox ([`busybox_rootfs_tar`], [`import_image`]). Results from this backend
 //! prove the engine's CDI handling, never that real GPUs work; reports label them so.
 //!
+//! The engine can also be a *rootless* one ([`EngineOptions::rootless`]: dockerd under
+//! rootlesskit, as NixOS's `virtualisation.docker.rootless` runs it). It cannot create
+//! device nodes, so it takes the spec without `hostPath` ([`sim_spec_json_rootless`])
+//! and creates the nodes [`device_node_paths`] lists in its own namespace.
+//!
 //! Typical use:
 //! ```no_run
 //! # async fn demo() -> Result<(), cdi_harness::sim::SimError> {
@@ -33,6 +38,7 @@ mod daemon;
 mod error;
 mod gpu;
 mod image;
+mod rootless;
 mod spec;
 
 pub use daemon::{
@@ -47,7 +53,9 @@ pub use gpu::{
     write_support_files,
 };
 pub use image::{SIM_IMAGE, busybox_rootfs_tar, find_static_busybox, import_image};
+pub use rootless::{DEFAULT_ROOTLESS_USER, ENV_ROOTLESS_USER, ROOTLESS_SCRIPT, RootlessOptions};
 pub use spec::{
-    SIM_CDI_KIND, SIM_CDI_VERSION, SPEC_FILE_NAME, STALE_SPEC_FILE_NAME, sim_spec_json,
-    sim_spec_json_with_uuids, stale_spec_yaml,
+    SIM_CDI_KIND, SIM_CDI_VERSION, SPEC_FILE_NAME, STALE_SPEC_FILE_NAME, device_node_paths,
+    sim_spec_json, sim_spec_json_rootless, sim_spec_json_rootless_with_uuids,
+    sim_spec_json_with_uuids, stale_spec_yaml, stale_spec_yaml_rootless,
 };

@@ -6,6 +6,13 @@
 //! node is backed by `/dev/null` (`hostPath`), the only "driver file" mounted is the
 //! simulated `nvidia-smi` and its inventory, and there are no hooks (a hook needs
 //! `nvidia-cdi-hook` on the host).
+//!
+//! The rootless variants ([`sim_spec_json_rootless`]) omit `hostPath`, like a real spec
+//! on a GPU host: a rootless engine cannot create device nodes, so runc bind-mounts each
+//! node from the host path equal to its container path, and inside rootlesskit's
+//! namespace `/dev/null` is a symlink that CDI refuses as a host device ("not a device
+//! node"). The private rootless engine creates the nodes [`device_node_paths`] lists in
+//! its own namespace instead (see `RootlessOptions::device_nodes`).
 
 use std::path::Path;
 
@@ -67,7 +74,19 @@ struct Edits {
 #[serde(rename_all = "camelCase")]
 struct Node {
     path: String,
-    host_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_path: Option<String>,
+}
+
+/// What backs the spec's device nodes on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    /// `hostPath: /dev/null` on every node: a rootful engine creates the node in the
+    /// container from /dev/null's type and numbers; no node needs to exist on the host.
+    DevNull,
+    /// No `hostPath`: the node must exist on the host under its container path, which
+    /// the private rootless engine arranges in its own namespace.
+    SamePath,
 }
 
 #[derive(Serialize)]
@@ -78,15 +97,22 @@ struct Mount {
     options: Vec<&'static str>,
 }
 
-fn node(path: impl Into<String>) -> Node {
+fn node(path: impl Into<String>, backing: Backing) -> Node {
     Node {
         path: path.into(),
-        host_path: NULL_DEVICE.to_string(),
+        host_path: match backing {
+            Backing::DevNull => Some(NULL_DEVICE.to_string()),
+            Backing::SamePath => None,
+        },
     }
 }
 
-fn gpu_node(gpu: &SimGpu) -> Node {
-    node(format!("/dev/nvidia{}", gpu.index))
+fn gpu_node_path(index: u32) -> String {
+    format!("/dev/nvidia{index}")
+}
+
+fn gpu_node(gpu: &SimGpu, backing: Backing) -> Node {
+    node(gpu_node_path(gpu.index), backing)
 }
 
 fn ro_bind(host: &Path, container: &str) -> Mount {
@@ -97,12 +123,12 @@ fn ro_bind(host: &Path, container: &str) -> Mount {
     }
 }
 
-fn common_edits(support_dir: &Path) -> Edits {
+fn common_edits(support_dir: &Path, backing: Backing) -> Edits {
     Edits {
         // nvidia-ctk sets this so that a legacy NVIDIA hook in the same container does
         // not inject GPUs a second time.
         env: vec!["NVIDIA_VISIBLE_DEVICES=void".to_string()],
-        device_nodes: COMMON_NODES.iter().map(|p| node(*p)).collect(),
+        device_nodes: COMMON_NODES.iter().map(|p| node(*p, backing)).collect(),
         mounts: vec![
             ro_bind(
                 &support_dir.join(NVIDIA_SMI_FILE),
@@ -119,24 +145,24 @@ fn sorted(gpus: &[SimGpu]) -> Vec<&SimGpu> {
     v
 }
 
-fn all_device(gpus: &[&SimGpu]) -> Device {
+fn all_device(gpus: &[&SimGpu], backing: Backing) -> Device {
     Device {
         name: "all".to_string(),
         container_edits: Edits {
-            device_nodes: gpus.iter().map(|g| gpu_node(g)).collect(),
+            device_nodes: gpus.iter().map(|g| gpu_node(g, backing)).collect(),
             ..Edits::default()
         },
     }
 }
 
-fn build_spec(gpus: &[SimGpu], support_dir: &Path, uuid_names: bool) -> Spec {
+fn build_spec(gpus: &[SimGpu], support_dir: &Path, uuid_names: bool, backing: Backing) -> Spec {
     let gpus = sorted(gpus);
     let mut devices = Vec::new();
     for gpu in &gpus {
         devices.push(Device {
             name: gpu.index.to_string(),
             container_edits: Edits {
-                device_nodes: vec![gpu_node(gpu)],
+                device_nodes: vec![gpu_node(gpu, backing)],
                 ..Edits::default()
             },
         });
@@ -146,18 +172,18 @@ fn build_spec(gpus: &[SimGpu], support_dir: &Path, uuid_names: bool) -> Spec {
             devices.push(Device {
                 name: gpu.uuid.clone(),
                 container_edits: Edits {
-                    device_nodes: vec![gpu_node(gpu)],
+                    device_nodes: vec![gpu_node(gpu, backing)],
                     ..Edits::default()
                 },
             });
         }
     }
-    devices.push(all_device(&gpus));
+    devices.push(all_device(&gpus, backing));
     Spec {
         cdi_version: SIM_CDI_VERSION,
         kind: SIM_CDI_KIND,
         devices,
-        container_edits: common_edits(support_dir),
+        container_edits: common_edits(support_dir, backing),
     }
 }
 
@@ -170,14 +196,44 @@ fn to_json(spec: &Spec) -> String {
 /// to write to `<specdir>/nvidia-container-toolkit.json` ([`SPEC_FILE_NAME`]).
 /// `support_dir` is where [`super::write_support_files`] put the script and inventory.
 pub fn sim_spec_json(gpus: &[SimGpu], support_dir: &Path) -> String {
-    to_json(&build_spec(gpus, support_dir, false))
+    to_json(&build_spec(gpus, support_dir, false, Backing::DevNull))
 }
 
 /// Like [`sim_spec_json`], but also names every GPU by its UUID
 /// (`nvidia.com/gpu=GPU-…`), as `nvidia-ctk cdi generate --device-name-strategy=index
 /// --device-name-strategy=uuid` (and the toolkit's refresh service) do.
 pub fn sim_spec_json_with_uuids(gpus: &[SimGpu], support_dir: &Path) -> String {
-    to_json(&build_spec(gpus, support_dir, true))
+    to_json(&build_spec(gpus, support_dir, true, Backing::DevNull))
+}
+
+/// [`sim_spec_json`] for the private *rootless* engine: the same devices, edits and
+/// mounts, but no `hostPath` on any device node (a real GPU host's spec has none
+/// either). Only a rootless engine started with [`device_node_paths`] as its
+/// `RootlessOptions::device_nodes` can use it: every node must exist, under its
+/// container path, where the engine runs.
+pub fn sim_spec_json_rootless(gpus: &[SimGpu], support_dir: &Path) -> String {
+    to_json(&build_spec(gpus, support_dir, false, Backing::SamePath))
+}
+
+/// [`sim_spec_json_with_uuids`] for the private rootless engine (no `hostPath`, see
+/// [`sim_spec_json_rootless`]).
+pub fn sim_spec_json_rootless_with_uuids(gpus: &[SimGpu], support_dir: &Path) -> String {
+    to_json(&build_spec(gpus, support_dir, true, Backing::SamePath))
+}
+
+/// Every device node path the simulated specs for these GPUs name (`/dev/nvidiaN` per
+/// GPU in index order, then the control and UVM nodes): what a rootless engine must
+/// find on its host, so what `RootlessOptions::device_nodes` should hold. The stale
+/// spec names a subset (with no GPUs it names `/dev/nvidia0`, but the devices holding
+/// it are dropped as conflicting, so the node is never looked up).
+pub fn device_node_paths(gpus: &[SimGpu]) -> Vec<String> {
+    let mut out: Vec<String> = sorted(gpus)
+        .iter()
+        .map(|g| gpu_node_path(g.index))
+        .collect();
+    out.dedup();
+    out.extend(COMMON_NODES.iter().map(|p| p.to_string()));
+    out
 }
 
 /// A stale hand-made second spec (YAML, as `nvidia-ctk cdi generate
@@ -187,6 +243,16 @@ pub fn sim_spec_json_with_uuids(gpus: &[SimGpu], support_dir: &Path) -> String {
 /// becomes "unresolvable"), which is the failure a check must explain. With no GPUs it
 /// still defines "0" (for `/dev/nvidia0`), so that it always conflicts.
 pub fn stale_spec_yaml(gpus: &[SimGpu], support_dir: &Path) -> String {
+    stale_yaml(gpus, support_dir, Backing::DevNull)
+}
+
+/// [`stale_spec_yaml`] for the private rootless engine (no `hostPath`, see
+/// [`sim_spec_json_rootless`]).
+pub fn stale_spec_yaml_rootless(gpus: &[SimGpu], support_dir: &Path) -> String {
+    stale_yaml(gpus, support_dir, Backing::SamePath)
+}
+
+fn stale_yaml(gpus: &[SimGpu], support_dir: &Path, backing: Backing) -> String {
     let sorted_gpus = sorted(gpus);
     let first = sorted_gpus.first().map(|g| g.index).unwrap_or(0);
     let spec = Spec {
@@ -196,7 +262,7 @@ pub fn stale_spec_yaml(gpus: &[SimGpu], support_dir: &Path) -> String {
             Device {
                 name: "0".to_string(),
                 container_edits: Edits {
-                    device_nodes: vec![node(format!("/dev/nvidia{first}"))],
+                    device_nodes: vec![node(gpu_node_path(first), backing)],
                     ..Edits::default()
                 },
             },
@@ -204,15 +270,15 @@ pub fn stale_spec_yaml(gpus: &[SimGpu], support_dir: &Path) -> String {
                 Device {
                     name: "all".to_string(),
                     container_edits: Edits {
-                        device_nodes: vec![node("/dev/nvidia0")],
+                        device_nodes: vec![node(gpu_node_path(0), backing)],
                         ..Edits::default()
                     },
                 }
             } else {
-                all_device(&sorted_gpus)
+                all_device(&sorted_gpus, backing)
             },
         ],
-        container_edits: common_edits(support_dir),
+        container_edits: common_edits(support_dir, backing),
     };
     // nvidia-ctk's YAML starts with a document marker; plain structs always serialize.
     let body = serde_yaml_ng::to_string(&spec).unwrap_or_default();
@@ -333,5 +399,113 @@ mod tests {
             device_names(&empty),
             vec!["0".to_string(), "all".to_string()]
         );
+    }
+
+    /// Every `hostPath` anywhere in a spec value (device nodes and mounts).
+    fn node_host_paths(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(nodes) = map.get("deviceNodes").and_then(Value::as_array) {
+                    for n in nodes {
+                        if let Some(h) = n.get("hostPath") {
+                            out.push(h.to_string());
+                        }
+                    }
+                }
+                for child in map.values() {
+                    node_host_paths(child, out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| node_host_paths(i, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn rootless_specs_have_no_host_path_on_any_node() {
+        let gpus = sim_gpus(3);
+        let support = Path::new("/tmp/cdih-x/support");
+        let texts = [
+            serde_json::from_str::<Value>(&sim_spec_json_rootless(&gpus, support)).unwrap(),
+            serde_json::from_str(&sim_spec_json_rootless_with_uuids(&gpus, support)).unwrap(),
+            serde_yaml_ng::from_str(&stale_spec_yaml_rootless(&gpus, support)).unwrap(),
+        ];
+        for spec in &texts {
+            let mut found = Vec::new();
+            node_host_paths(spec, &mut found);
+            assert!(
+                found.is_empty(),
+                "hostPath on a device node: {found:?}\n{spec:#}"
+            );
+            // Mounts keep theirs: the support files must still come from the host.
+            assert_eq!(
+                spec["containerEdits"]["mounts"][0]["hostPath"],
+                "/tmp/cdih-x/support/nvidia-smi"
+            );
+        }
+        let text = sim_spec_json_rootless(&gpus, support);
+        assert!(!text.contains("/dev/null"), "{text}");
+        // The same devices and node paths as the rootful spec.
+        let rootful: Value = serde_json::from_str(&sim_spec_json(&gpus, support)).unwrap();
+        let rootless = &texts[0];
+        assert_eq!(device_names(rootless), device_names(&rootful));
+        let paths = |v: &Value| -> Vec<String> {
+            let mut out = Vec::new();
+            for n in v["containerEdits"]["deviceNodes"].as_array().unwrap() {
+                out.push(n["path"].as_str().unwrap().to_string());
+            }
+            for d in v["devices"].as_array().unwrap() {
+                for n in d["containerEdits"]["deviceNodes"].as_array().unwrap() {
+                    out.push(n["path"].as_str().unwrap().to_string());
+                }
+            }
+            out
+        };
+        assert_eq!(paths(rootless), paths(&rootful));
+        // The rootful spec still backs every node with /dev/null.
+        let mut found = Vec::new();
+        node_host_paths(&rootful, &mut found);
+        assert!(!found.is_empty() && found.iter().all(|h| h == "\"/dev/null\""));
+    }
+
+    #[test]
+    fn device_node_paths_cover_every_node_the_specs_name() {
+        let gpus = sim_gpus(3);
+        let nodes = device_node_paths(&gpus);
+        assert_eq!(
+            nodes,
+            vec![
+                "/dev/nvidia0",
+                "/dev/nvidia1",
+                "/dev/nvidia2",
+                "/dev/nvidia-modeset",
+                "/dev/nvidia-uvm-tools",
+                "/dev/nvidia-uvm",
+                "/dev/nvidiactl",
+            ]
+        );
+        for text in [
+            sim_spec_json_rootless_with_uuids(&gpus, Path::new("/s")),
+            sim_spec_json(&gpus, Path::new("/s")),
+        ] {
+            let spec: Value = serde_json::from_str(&text).unwrap();
+            for d in spec["devices"].as_array().unwrap() {
+                for n in d["containerEdits"]["deviceNodes"].as_array().unwrap() {
+                    assert!(nodes.contains(&n["path"].as_str().unwrap().to_string()));
+                }
+            }
+        }
+        let stale: Value =
+            serde_yaml_ng::from_str(&stale_spec_yaml_rootless(&gpus, Path::new("/s"))).unwrap();
+        for d in stale["devices"].as_array().unwrap() {
+            for n in d["containerEdits"]["deviceNodes"].as_array().unwrap() {
+                assert!(nodes.contains(&n["path"].as_str().unwrap().to_string()));
+            }
+        }
+        // Unsorted input still gives index order.
+        let mut shuffled = sim_gpus(2);
+        shuffled.reverse();
+        assert_eq!(device_node_paths(&shuffled)[0], "/dev/nvidia0");
+        assert_eq!(device_node_paths(&[]).len(), 4);
     }
 }
