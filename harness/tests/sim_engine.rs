@@ -2,7 +2,9 @@
 //! image, run containers with CDI devices, stop, and prove nothing is left behind.
 //!
 //! Needs root, a CDI-capable dockerd (`.ci/install-engine`) and a static busybox; where
-//! one is missing each test prints `skipped: <why>` to stderr and returns. The rootless
+//! one is missing each test fails and says why, because a test that cannot run must not
+//! be counted as passed. `CDI_HARNESS_ALLOW_SKIP=1` turns that into a printed
+//! `skipped: <why>` for machines that knowingly lack them. The rootless
 //! test also needs rootlesskit, uidmap and the `cdih-rootless` user (all from
 //! `.ci/install-engine`), or runs as a non-root user that has subordinate id ranges.
 
@@ -22,6 +24,18 @@ use cdi_harness::sim::{
     stale_spec_yaml, write_support_files,
 };
 use futures_util::StreamExt as _;
+
+/// A test that cannot run here fails with the reason, unless the user opted out with
+/// `CDI_HARNESS_ALLOW_SKIP=1`, in which case it says it skipped.
+fn cannot_run(reason: &str) {
+    if std::env::var_os("CDI_HARNESS_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    panic!(
+        "cannot run this engine test here: {reason} (set CDI_HARNESS_ALLOW_SKIP=1 to skip knowingly)"
+    );
+}
 
 /// Why this machine cannot run the engine tests, if it cannot.
 fn skip_reason() -> Option<String> {
@@ -322,7 +336,7 @@ fn assert_gone(root: &Path, socket: &Path, marker: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     let t0 = Instant::now();
@@ -464,7 +478,7 @@ async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
 #[tokio::test]
 async fn dropping_the_engine_cleans_up() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     let engine = PrivateEngine::start(EngineOptions::default())
@@ -483,7 +497,7 @@ async fn dropping_the_engine_cleans_up() {
 #[tokio::test]
 async fn a_failing_start_reports_the_log_and_cleans_up() {
     if let Some(reason) = skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     // A runtime named like a built-in one makes dockerd refuse its configuration.
@@ -514,7 +528,7 @@ async fn a_failing_start_reports_the_log_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rootless_engine_runs_cdi_containers_and_leaves_nothing() {
     if let Some(reason) = rootless_skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     let _serial = ROOTLESS.lock().await;
@@ -650,11 +664,11 @@ async fn rootless_engine_runs_cdi_containers_and_leaves_nothing() {
 #[tokio::test]
 async fn rootless_start_refuses_a_spec_dir_its_user_cannot_read() {
     if let Some(reason) = rootless_skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     if euid() != 0 {
-        eprintln!("skipped: as an ordinary user the engine's user is the owner");
+        cannot_run("as an ordinary user the engine's user is the owner of every dir");
         return;
     }
     // A 0700 directory above the spec dir (as `mktemp -d` makes): the mistake this
@@ -682,7 +696,7 @@ async fn rootless_start_refuses_a_spec_dir_its_user_cannot_read() {
 #[tokio::test]
 async fn a_failing_rootless_start_reports_the_log_and_cleans_up() {
     if let Some(reason) = rootless_skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     let _serial = ROOTLESS.lock().await;
@@ -721,7 +735,7 @@ async fn a_failing_rootless_start_reports_the_log_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_two_rootless_engines_cleans_up() {
     if let Some(reason) = rootless_skip_reason() {
-        eprintln!("skipped: {reason}");
+        cannot_run(&reason);
         return;
     }
     let _serial = ROOTLESS.lock().await;
