@@ -201,9 +201,11 @@ async fn run_one(
     // Why the engine-dependent checks could not run: setup failed or Ctrl-C.
     let mut blocked: Option<String> = None;
 
+    // Scenarios share the host's engine: each labels (and sweeps) only its own containers.
+    let scope = format!("{run_id}.{}", s.name);
     let prep = tokio::select! {
         _ = opts.cancel.cancelled() => Err("interrupted (Ctrl-C) before the engine was ready".to_string()),
-        p = prepare(s, opts, run_id) => p,
+        p = prepare(s, opts, &scope) => p,
     };
     let mut session = match prep {
         Ok(sess) => Some(sess),
@@ -231,15 +233,13 @@ async fn run_one(
         }
         // The safety net: whatever happened above, no container of this run survives.
         let cleanup = async {
-            if blocked.is_none() && names.iter().any(|n| n == "no_leftovers") {
-                facts.leftovers = Some(
-                    sess.engine
-                        .labelled_containers()
-                        .await
-                        .map_err(|e| e.to_string()),
-                );
+            let left = sess.engine.labelled_containers().await;
+            for id in left.iter().flatten() {
+                let _ = sess.engine.remove(id).await;
             }
-            let _ = sess.engine.remove_labelled().await;
+            if blocked.is_none() && names.iter().any(|n| n == "no_leftovers") {
+                facts.leftovers = Some(left.map_err(|e| e.to_string()));
+            }
         };
         let _ = tokio::time::timeout(opts.timeouts.call * 3, cleanup).await;
         if let Some(private) = sess.private.as_mut() {

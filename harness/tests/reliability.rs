@@ -197,3 +197,42 @@ async fn an_unreachable_engine_fails_every_engine_check_with_a_fix() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_sharing_one_engine_sweep_only_their_own_containers() {
+    // `quick` finishes (and sweeps) while `slow`'s container still runs on the same engine.
+    let quick = scenario::parse(
+        Path::new("quick.toml"),
+        "description = \"q\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 0\n[[run]]\nname = \"brief\"\ncommand = [\"/bin/busybox\", \"sleep\", \"1\"]\nexpect = \"success\"\n",
+    )
+    .expect("parses");
+    let slow = scenario_with(
+        "[[run]]\nname = \"slow\"\ncommand = [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 3; echo done\"]\nexpect = \"success\"\nstdout-contains = [\"done\"]\n",
+    );
+    let mut env = engine_for(&slow).await;
+    let snaps = tempfile::tempdir().expect("tempdir");
+    let mut opts = host_opts(&env, snaps.path());
+    opts.selection = Some(
+        [
+            "quick::no_leftovers",
+            "quick::brief",
+            "reliability::slow",
+            "reliability::no_leftovers",
+        ]
+        .map(String::from)
+        .into(),
+    );
+    let report = runner::run_scenarios(&[quick, slow], &opts).await;
+    let left = harness_containers(&env).await;
+    env.stop().await;
+    let slow_result = report
+        .results
+        .iter()
+        .find(|r| r.scenario == "reliability" && r.check == "slow")
+        .expect("slow ran");
+    assert_eq!(slow_result.status, Status::Pass, "{slow_result:?}");
+    for r in report.results.iter().filter(|r| r.check == "no_leftovers") {
+        assert_eq!(r.status, Status::Pass, "{r:?}");
+    }
+    assert!(left.is_empty(), "{left:?}");
+}
