@@ -15,11 +15,17 @@
 #   .gpu-e2e/busybox         static busybox, uncompressed: `busybox xz -d` unpacks the
 #                            bundle where the GPU machine has no xz
 #   .gpu-e2e/MANIFEST        what is inside (also inside the archive)
+#   .gpu-e2e/INPUTS          checksum of the binaries: an unchanged set is not repacked
 # The device tool carries at most 64 MiB (working tree included), so the archive is xz -9
 # and the docker CLI goes in only while the whole directory stays under $LIMIT_MIB.
 set -euo pipefail
 
 LIMIT_MIB=${GPU_E2E_BUNDLE_LIMIT_MIB:-58}
+# runc's RUNPATH in the bundle. `runc init` (runc re-executing itself) runs with a scrubbed
+# environment, so LD_LIBRARY_PATH cannot bring it the bundled libseccomp on a host that
+# lacks one; gpu-e2e.sh links this directory to the bundled copy only in that case, and
+# a directory that does not exist is skipped by the loader.
+RUNC_RUNPATH=/run/cdi-harness-gpu-e2e/lib
 ENGINE=${GPU_E2E_ENGINE_DIR:-/opt/cdi-harness/engines/unstable}
 
 here=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
@@ -31,7 +37,11 @@ log() { printf 'gpu-e2e-bundle: %s\n' "$*" >&2; }
 fail() { printf 'gpu-e2e-bundle: error: %s\n' "$*" >&2; exit 1; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 
-for tool in xz tar strip ldd sha256sum cargo; do
+if ! command -v patchelf >/dev/null; then
+  log "installing patchelf (to give the bundled runc its RUNPATH)"
+  apt-get install -y -qq --no-install-recommends patchelf >&2 || log "no patchelf: runc goes unpatched"
+fi
+for tool in xz tar strip ldd sha256sum objdump cargo; do
   command -v "$tool" >/dev/null || fail "\`$tool\` is missing (apt-get install xz-utils binutils, or the Rust toolchain for cargo)"
 done
 
@@ -57,7 +67,7 @@ for f in "$dockerd" "$docker_proxy" "$containerd" "$shim" "$runc" "$busybox"; do
 done
 [[ $(ldd "$busybox" 2>&1) == *'not a dynamic executable'* ]] || fail "$busybox is not static (apt-get install busybox-static)"
 cli=$(command -v docker || true)
-[ -n "$cli" ] && [ -x "$cli" ] || { log "no docker CLI on PATH: the bundle goes without it"; cli=""; }
+if [ -z "$cli" ] || [ ! -x "$cli" ]; then log "no docker CLI on PATH: the bundle goes without it"; cli=""; fi
 
 stage=$(mktemp -d /tmp/gpu-e2e-bundle.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
@@ -65,6 +75,13 @@ b="$stage/bundle"
 mkdir -p "$b/bin" "$b/lib" "$b/scenarios"
 
 cp "$dockerd" "$docker_proxy" "$containerd" "$shim" "$runc" "$b/bin/"
+runc_runpath=none
+if command -v patchelf >/dev/null && patchelf --set-rpath "$RUNC_RUNPATH" "$b/bin/runc" \
+  && "$b/bin/runc" --version >/dev/null; then
+  runc_runpath=$RUNC_RUNPATH
+else
+  cp "$runc" "$b/bin/runc"
+fi
 cp "$busybox" "$b/bin/busybox"
 strip -o "$b/bin/cdi-harness" "$harness"
 cp "$repo/scenarios/seed.toml" "$b/scenarios/seed.toml"
@@ -82,7 +99,7 @@ done
 [ -f "$b/lib/libseccomp.so.2" ] || fail "runc's libseccomp.so.2 was not found by ldd"
 
 # 4. What the binaries need from the GPU machine's glibc.
-need_glibc=$(for f in "$b"/bin/* "$b"/lib/*; do objdump -T "$f" 2>/dev/null; done \
+need_glibc=$(for f in "$b"/bin/*; do objdump -T "$f" 2>/dev/null; done \
   | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
 
 manifest() {
@@ -93,6 +110,7 @@ manifest() {
     echo "source: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo ' (working tree with uncommitted changes)')"
     echo "glibc-required: $need_glibc"
     echo "docker-cli: $with_cli"
+    echo "runc-runpath: $runc_runpath"
     echo "cdi-harness: $("$harness" --version)"
     echo "dockerd: $("$dockerd" --version)"
     echo "containerd: $("$containerd" --version)"
@@ -123,6 +141,16 @@ if [ -n "$cli" ]; then
   with_cli=yes
 fi
 manifest "$with_cli"
+# The same binaries as the bundle already in .gpu-e2e: keep its archive (xz -9 takes minutes)
+# and refresh only the script. GPU_E2E_BUNDLE_FORCE=1 repacks anyway.
+key=$(grep -v ' MANIFEST$' "$b/SHA256SUMS" | sha256sum | cut -d' ' -f1)
+if [ -z "${GPU_E2E_BUNDLE_FORCE:-}" ] && [ -f "$out/bundle.tar.xz" ] && [ "$(cat "$out/INPUTS" 2>/dev/null)" = "$key" ]; then
+  log "binaries unchanged since the last bundle: keeping $out/bundle.tar.xz, refreshing gpu-e2e.sh"
+  cp "$repo/scripts/gpu-e2e.sh" "$out/gpu-e2e.sh"
+  chmod 755 "$out/gpu-e2e.sh"
+  echo "bundle: $out ($(mib "$(du -sb "$out" | cut -f1)") in all; bundle.tar.xz $(mib "$(stat -c %s "$out/bundle.tar.xz")"); $(grep '^docker-cli:' "$out/MANIFEST" | tr -d '\n'); unchanged)"
+  exit 0
+fi
 log "compressing (xz -9 -T2; a minute or two)…"
 pack
 size=$(total_size)
@@ -139,12 +167,13 @@ fi
 
 # 5. Publish: replace only what this script owns in .gpu-e2e/.
 mkdir -p "$out"
-rm -rf "$out/bundle" "$out/bundle.tar.xz" "$out/gpu-e2e.sh" "$out/busybox" "$out/MANIFEST"
+rm -rf "$out/bundle" "$out/bundle.tar.xz" "$out/gpu-e2e.sh" "$out/busybox" "$out/MANIFEST" "$out/INPUTS"
 cp "$stage/bundle.tar.xz" "$out/bundle.tar.xz"
 cp "$repo/scripts/gpu-e2e.sh" "$out/gpu-e2e.sh"
 chmod 755 "$out/gpu-e2e.sh"
 cp "$busybox" "$out/busybox"
 cp "$b/MANIFEST" "$out/MANIFEST"
+echo "$key" >"$out/INPUTS"
 
 log "contents:"
 tar -tvJf "$out/bundle.tar.xz" | awk '{ printf "  %10d  %s\n", $3, $6 }' >&2

@@ -130,3 +130,52 @@ fn usage_errors_exit_2_and_list_needs_no_engine() {
         assert!(t.lines().any(|l| l == trial), "{trial} not listed:\n{t}");
     }
 }
+
+/// Outputs recorded on a real H100 (harness/tests/fixtures/h100/README.md).
+mod recorded_on_h100 {
+    use super::*;
+
+    fn h100(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/h100")
+            .join(name)
+    }
+
+    #[test]
+    fn the_real_spec_validates() {
+        let out = bin()
+            .args(["cdi", "validate"])
+            .arg(h100("nvidia-container-toolkit.json"))
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            text(&out).contains("nvidia.com/gpu=0, nvidia.com/gpu=all"),
+            "{}",
+            text(&out)
+        );
+    }
+
+    #[test]
+    fn real_nvidia_smi_list_parses_to_the_gpu() {
+        let text = std::fs::read_to_string(h100("nvidia-smi-L.txt")).expect("fixture");
+        let gpus = cdi_harness::checks::parse_nvidia_smi_list(&text);
+        assert_eq!(gpus.len(), 1);
+        assert_eq!(gpus[0].index, 0);
+        assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(gpus[0].uuid, "GPU-7755d06d-7211-c7cb-1e76-f5852eb82b19");
+        // The plain table lists no UUIDs: nothing in it may be mistaken for a GPU line.
+        let table = std::fs::read_to_string(h100("nvidia-smi.txt")).expect("fixture");
+        assert!(table.contains("NVIDIA-SMI 580.159.04"));
+        assert!(cdi_harness::checks::parse_nvidia_smi_list(&table).is_empty());
+    }
+
+    #[test]
+    fn the_recorded_report_reads_back_and_passed_on_the_host() {
+        let report = cdi_harness::report::read_json(&h100("report.json")).expect("report reads");
+        assert_eq!(report.backend, cdi_harness::outcome::BackendKind::Host);
+        assert!(!report.simulated);
+        assert!(report.succeeded());
+        assert_eq!(report.counts(), (16, 0, 0));
+    }
+}
