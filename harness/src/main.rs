@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         dockerd: Option<PathBuf>,
     },
+    /// Work with scenario files.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
     /// Work with CDI spec files.
     Cdi {
         #[command(subcommand)]
@@ -66,6 +71,21 @@ enum CdiCommand {
     /// Print the normalized JSON that snapshots hold.
     Normalize {
         /// A spec file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Check scenario files and print nothing but errors (exit 2 on the first bad one).
+    Check {
+        /// Scenario files or directories (default: ./scenarios).
+        paths: Vec<PathBuf>,
+    },
+    /// Print a scenario as JSON: its machine module and the facts the harness reads,
+    /// in the shape nixos-tests/lib/scenario.nix evaluates the same file to.
+    Export {
+        /// A scenario file.
         file: PathBuf,
     },
 }
@@ -147,6 +167,25 @@ fn main() -> ExitCode {
             scenario,
             dockerd,
         } => bench(&scenario, dockerd, iterations),
+        Command::Scenario { command } => match command {
+            ScenarioCommand::Check { paths } => match load_scenarios(&paths) {
+                Ok((s, _)) => {
+                    println!("{} scenario(s) are valid", s.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(e),
+            },
+            ScenarioCommand::Export { file } => match scenario::load(&file) {
+                Ok(s) => match serde_json::to_string_pretty(&s.export_json()) {
+                    Ok(text) => {
+                        println!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => config_error(format!("{}: cannot print JSON: {e}", file.display())),
+                },
+                Err(e) => config_error(e),
+            },
+        },
         Command::Cdi { command } => match command {
             CdiCommand::Validate { files } => validate(&files),
             CdiCommand::Normalize { file } => normalize(&file),

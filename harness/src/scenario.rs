@@ -279,6 +279,32 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// The scenario as JSON, in the shape `nixos-tests/lib/scenario.nix` computes from
+    /// the same file with `builtins.fromTOML`: CI evaluates both and requires them equal,
+    /// so Nix and the harness can never read a scenario differently.
+    pub fn export_json(&self) -> serde_json::Value {
+        let f = &self.facts;
+        serde_json::json!({
+            "name": self.name,
+            "machine": serde_json::to_value(&self.machine).unwrap_or(serde_json::Value::Null),
+            "facts": {
+                "dockerEnabled": f.docker_enabled,
+                "rootlessEnabled": f.rootless_enabled,
+                "rootlessDefault": f.rootless_default,
+                "toolkitEnabled": f.toolkit_enabled,
+                "cdiEnabled": f.cdi_enabled(),
+                "deviceNameStrategy": f.device_name_strategy,
+                "manualRuntimes": f.manual_runtimes,
+                "dockerGroupMembers": f.docker_group_members,
+            },
+            "gpus": { "count": self.gpus.count, "pci": self.gpus.pci },
+            "image": self.image,
+            "expectedDevices": self.expected_devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        })
+    }
+}
+
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.name, self.path.display())
@@ -1025,6 +1051,30 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
             ok,
             "{image}: {:?}",
             validate_image(image)
+        );
+    }
+
+    #[test]
+    fn export_carries_machine_verbatim_and_the_facts() {
+        let text = format!(
+            "{SEED}\n[machine.virtualisation.docker.daemon.settings.runtimes.nvidia]\npath = \"nvidia-container-runtime\"\n"
+        );
+        let v = parse_seed(&text).expect("parses").export_json();
+        assert_eq!(v["name"], "seed");
+        assert_eq!(
+            v["machine"]["virtualisation"]["docker"]["rootless"]["setSocketVariable"],
+            false
+        );
+        assert_eq!(v["facts"]["rootlessDefault"], false);
+        assert_eq!(v["facts"]["cdiEnabled"], true);
+        assert_eq!(
+            v["facts"]["manualRuntimes"]["nvidia"]["path"],
+            "nvidia-container-runtime"
+        );
+        assert_eq!(v["facts"]["dockerGroupMembers"][0], "ryan");
+        assert_eq!(
+            v["expectedDevices"],
+            serde_json::json!(["nvidia.com/gpu=0", "nvidia.com/gpu=all"])
         );
     }
 
