@@ -481,8 +481,12 @@ pub fn summary_table(report: &RunReport, width: usize, color: bool) -> String {
         );
         out.push_str(line.trim_end());
         out.push('\n');
-        if status == Status::Fail {
-            push_failure_details(&mut out, row.result);
+        // The whole message goes under the row only when the row could not show it all
+        // (or there is a fix to show): a short failure is not printed twice.
+        let shown_whole =
+            !row.result.message.trim_end().contains('\n') && chars(&row.message) <= w_message;
+        if status == Status::Fail && (!shown_whole || row.result.fix.is_some()) {
+            push_failure_details(&mut out, row.result, shown_whole);
         }
     }
 
@@ -493,8 +497,13 @@ pub fn summary_table(report: &RunReport, width: usize, color: bool) -> String {
 }
 
 /// A failure's whole message and its fix, indented under its row.
-fn push_failure_details(out: &mut String, result: &CheckResult) {
-    for line in result.message.trim_end().lines() {
+fn push_failure_details(out: &mut String, result: &CheckResult, message_shown: bool) {
+    let message = if message_shown {
+        ""
+    } else {
+        result.message.as_str()
+    };
+    for line in message.trim_end().lines() {
         let line = clean(line);
         out.push_str(format!("{DETAIL_INDENT}{line}").trim_end());
         out.push('\n');
@@ -512,9 +521,8 @@ fn push_failure_details(out: &mut String, result: &CheckResult) {
                 out.push('\n');
             }
         }
-        None => {
-            let _ = writeln!(out, "{DETAIL_INDENT}fix: (none known)");
-        }
+        // No fix known: say nothing rather than print an empty promise.
+        None => {}
     }
 }
 
@@ -736,6 +744,30 @@ mod tests {
             backend: BackendKind::Sim,
             simulated: true,
         }
+    }
+
+    #[test]
+    fn a_short_failure_without_fix_is_printed_once_and_a_long_one_in_full() {
+        let mut r = sample();
+        r.results = vec![
+            check("seed", "a", Status::Fail, "short reason", None, 1),
+            check(
+                "seed",
+                "b",
+                Status::Fail,
+                &"long reason ".repeat(20),
+                None,
+                1,
+            ),
+        ];
+        let table = summary_table(&r, 100, false);
+        assert_eq!(table.matches("short reason").count(), 1, "{table}");
+        assert!(!table.contains("fix:"), "{table}");
+        // The long one is cut in its row, so it follows in full.
+        assert!(
+            table.contains(&"long reason ".repeat(20).trim_end().to_string()),
+            "{table}"
+        );
     }
 
     /// A small fixed report: two scenarios, every status, a multi-line failure with a fix.

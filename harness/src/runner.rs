@@ -247,10 +247,30 @@ async fn run_one(
         }
     }
 
+    // When the engine could not be prepared at all, the first engine check carries the
+    // whole reason and the others point at it, so the summary says it once.
+    let first_blocked = names
+        .iter()
+        .find(|n| n.as_str() != "machine_config")
+        .cloned();
     let mut out = Vec::new();
     for name in &names {
         let t = Instant::now();
         let verdict = match &blocked {
+            Some(_)
+                if session.is_none()
+                    && Some(name) != first_blocked.as_ref()
+                    && name != "machine_config" =>
+            {
+                Verdict::fail(
+                    format!(
+                        "not run: the engine for this scenario could not be prepared (see {}::{})",
+                        s.name,
+                        first_blocked.as_deref().unwrap_or_default()
+                    ),
+                    None,
+                )
+            }
             Some(why) if name != "machine_config" => Verdict::fail(why.clone(), None),
             _ => {
                 let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
