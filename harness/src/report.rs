@@ -508,21 +508,18 @@ fn push_failure_details(out: &mut String, result: &CheckResult, message_shown: b
         out.push_str(format!("{DETAIL_INDENT}{line}").trim_end());
         out.push('\n');
     }
-    match &result.fix {
-        Some(fix) => {
-            let continuation = format!("{DETAIL_INDENT}{}", " ".repeat("fix: ".len()));
-            for (i, line) in fix.trim_end().lines().enumerate() {
-                let lead = if i == 0 {
-                    format!("{DETAIL_INDENT}fix: ")
-                } else {
-                    continuation.clone()
-                };
-                out.push_str(format!("{lead}{}", clean(line)).trim_end());
-                out.push('\n');
-            }
+    // No fix known: say nothing rather than print an empty promise.
+    if let Some(fix) = &result.fix {
+        let continuation = format!("{DETAIL_INDENT}{}", " ".repeat("fix: ".len()));
+        for (i, line) in fix.trim_end().lines().enumerate() {
+            let lead = if i == 0 {
+                format!("{DETAIL_INDENT}fix: ")
+            } else {
+                continuation.clone()
+            };
+            out.push_str(format!("{lead}{}", clean(line)).trim_end());
+            out.push('\n');
         }
-        // No fix known: say nothing rather than print an empty promise.
-        None => {}
     }
 }
 
