@@ -297,15 +297,7 @@ fn dirs_list(facts: &Facts) -> String {
 
 /// The spec file the scenario names, as loaded (the highest-priority copy).
 fn the_spec<'a>(s: &Scenario, facts: &'a Facts) -> Option<&'a crate::cdi::LoadedSpec> {
-    let reg = facts.registry.as_ref()?;
-    reg.specs
-        .iter()
-        .filter(|l| {
-            l.path
-                .file_name()
-                .is_some_and(|n| n == s.spec_file.as_str())
-        })
-        .max_by_key(|l| l.dir_index)
+    facts.registry.as_ref()?.spec_named(&s.spec_file)
 }
 
 fn spec_file_paths(s: &Scenario, facts: &Facts) -> Vec<PathBuf> {

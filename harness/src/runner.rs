@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::checks::{self, Facts, Verdict};
 use crate::engine::{self, Endpoint, Engine, RunOutcome, RunRequest, Timeouts};
 use crate::outcome::{
-    BackendKind, CheckResult, EngineFacts, REPORT_SCHEMA_VERSION, RunReport, Status,
+    BackendKind, CheckResult, EngineFacts, GpuFacts, HardwareFacts, REPORT_SCHEMA_VERSION,
+    RunReport, Status,
 };
 use crate::scenario::{Scenario, SimSpecState};
 use crate::sim;
@@ -110,7 +111,7 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
             (i, out)
         });
     }
-    let mut per: Vec<Option<(Vec<CheckResult>, Option<EngineFacts>)>> = vec![None; scenarios.len()];
+    let mut per: Vec<Option<ScenarioOutput>> = vec![None; scenarios.len()];
     while let Some(joined) = set.join_next().await {
         if let Ok((i, out)) = joined {
             per[i] = Some(out);
@@ -118,12 +119,16 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
     }
     let mut results = Vec::new();
     let mut engines = BTreeMap::new();
+    let mut specs = BTreeMap::new();
     for (s, out) in scenarios.iter().zip(per) {
         match out {
-            Some((r, e)) => {
+            Some((r, e, spec)) => {
                 results.extend(r);
                 if let Some(e) = e {
                     engines.insert(s.name.clone(), e);
+                }
+                if let Some(spec) = spec {
+                    specs.insert(s.name.clone(), spec);
                 }
             }
             None => results.push(result(
@@ -146,8 +151,17 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
         duration: started.elapsed(),
         engines,
         results,
+        flake_inputs: None,
+        specs,
     }
 }
+
+/// One scenario's results, its engine facts and its normalized spec (for diffs).
+type ScenarioOutput = (
+    Vec<CheckResult>,
+    Option<EngineFacts>,
+    Option<serde_json::Value>,
+);
 
 fn result(
     s: &Scenario,
@@ -183,14 +197,14 @@ async fn run_one(
     s: &Scenario,
     opts: &RunOptions,
     run_id: &str,
-) -> (Vec<CheckResult>, Option<EngineFacts>) {
+) -> ScenarioOutput {
     let names: Vec<String> = s
         .check_names()
         .into_iter()
         .filter(|c| opts.selected(&s.name, c))
         .collect();
     if names.is_empty() {
-        return (Vec::new(), None);
+        return (Vec::new(), None, None);
     }
     let mut facts = Facts {
         backend: Some(opts.backend),
@@ -198,6 +212,7 @@ async fn run_one(
     };
     let mut timings: BTreeMap<String, Duration> = BTreeMap::new();
     let mut engine_facts = None;
+    let mut spec_value = None;
     // Why the engine-dependent checks could not run: setup failed or Ctrl-C.
     let mut blocked: Option<String> = None;
 
@@ -220,6 +235,7 @@ async fn run_one(
             version: None,
             api_version: Some(sess.engine.api_version()),
             endpoint: Some(sess.engine.endpoint().uri.clone()),
+            hardware: sim_hardware(s, opts.backend),
         });
         let work = gather(s, opts, sess, &names, &mut facts, &mut timings);
         tokio::select! {
@@ -228,6 +244,10 @@ async fn run_one(
             }
             _ = work => {}
         }
+        spec_value = facts
+            .registry
+            .as_ref()
+            .and_then(|reg| normalized_spec(s, reg, &sess.redactions));
         if let (Some(Ok(info)), Some(ef)) = (&facts.info, engine_facts.as_mut()) {
             ef.version = Some(info.server_version.clone());
         }
@@ -297,7 +317,49 @@ async fn run_one(
         out.push(r);
     }
     drop(session);
-    (out, engine_facts)
+    (out, engine_facts, spec_value)
+}
+
+/// The `sim` backend's invented driver and GPUs, labelled simulated; `None` on `host`,
+/// where finding them would need NVML or a container and is not worth a run's time.
+fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
+    (backend == BackendKind::Sim).then(|| HardwareFacts {
+        driver_version: Some(sim::SIM_DRIVER_VERSION.to_string()),
+        gpus: sim::sim_gpus(s.gpus.count)
+            .into_iter()
+            .map(|g| GpuFacts {
+                index: g.index,
+                uuid: g.uuid,
+                name: g.name,
+                pci_bus_id: Some(g.pci_bus_id),
+            })
+            .collect(),
+        simulated: true,
+    })
+}
+
+/// The scenario's spec file (the highest-priority copy) normalized and redacted as the
+/// snapshot holds it, or `None` when there is none.
+fn normalized_spec(
+    s: &Scenario,
+    reg: &crate::cdi::Registry,
+    redactions: &[(String, String)],
+) -> Option<serde_json::Value> {
+    let loaded = reg
+        .specs
+        .iter()
+        .filter(|l| {
+            l.path
+                .file_name()
+                .is_some_and(|n| n == s.spec_file.as_str())
+        })
+        .max_by_key(|l| l.dir_index)?;
+    let value = crate::cdi::normalize(&loaded.spec);
+    Some(if redactions.is_empty() {
+        value
+    } else {
+        redact(value, redactions)
+    })
 }
 
 /// Starts or connects to the engine and lays out what the scenario needs.
@@ -686,16 +748,7 @@ async fn snapshot_verdict(
     let Some(reg) = registry else {
         return Verdict::skip("the spec directories were not read");
     };
-    let Some(loaded) = reg
-        .specs
-        .iter()
-        .filter(|l| {
-            l.path
-                .file_name()
-                .is_some_and(|n| n == s.spec_file.as_str())
-        })
-        .max_by_key(|l| l.dir_index)
-    else {
+    let Some(loaded) = reg.spec_named(&s.spec_file) else {
         return Verdict::fail(
             format!("there is no {} to snapshot", s.spec_file),
             Some(checks::SPEC_MISSING_FIX.into()),

@@ -155,6 +155,16 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The loaded spec file called `file_name` that the engine would use: the copy in
+    /// the highest-priority directory. The generated spec is found by name because its
+    /// name (`nvidia-container-toolkit.json`) is what the generator promises.
+    pub fn spec_named(&self, file_name: &str) -> Option<&LoadedSpec> {
+        self.specs
+            .iter()
+            .filter(|l| l.path.file_name().is_some_and(|n| n == file_name))
+            .max_by_key(|l| l.dir_index)
+    }
+
     /// The dirs that do not exist; no error for the engine, but often the reason
     /// nothing resolves (e.g. a generator writing to `/etc/cdi` when the engine is
     /// configured for another dir).

@@ -748,11 +748,13 @@ fn engine_path(dockerd: &Path) -> OsString {
     std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from("/usr/sbin:/usr/bin:/sbin:/bin"))
 }
 
-fn is_executable_file(p: &Path) -> bool {
+/// Whether `p` is a regular file someone may execute (shared with `rootless`).
+pub(super) fn is_executable_file(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn which_in(path_env: &OsString, tool: &str) -> Option<PathBuf> {
+/// `tool` on the given PATH value (shared with `rootless`).
+pub(super) fn which_in(path_env: &OsString, tool: &str) -> Option<PathBuf> {
     std::env::split_paths(path_env)
         .map(|d| d.join(tool))
         .find(|p| is_executable_file(p))

@@ -37,6 +37,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::SimError;
+use super::daemon::{is_executable_file, which_in};
 
 /// The user a root harness runs the rootless engine as; `.ci/install-engine` creates it.
 pub const DEFAULT_ROOTLESS_USER: &str = "cdih-rootless";
@@ -850,16 +851,6 @@ where
             gid: pwd.pw_gid,
         });
     }
-}
-
-fn is_executable_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-fn which_in(path_env: &OsString, tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(path_env)
-        .map(|d| d.join(tool))
-        .find(|p| is_executable_file(p))
 }
 
 #[cfg(test)]
