@@ -21,6 +21,7 @@
 # usage: gpu-e2e.sh [--bundle DIR|FILE.tar.xz] [--fake-gpu [--fake-gpus N]] [--keep]
 #   OUT_DIR   where reports, the snapshot, the spec and logs go (default: $OUT if set,
 #             else a new /tmp/gpu-e2e-out.XXXXXX that is kept)
+#   GPU_E2E_HARNESS (an absolute path: use this cdi-harness instead of the bundled one)
 #   GPU_E2E_TMPDIR (default /tmp), GPU_E2E_STORAGE_DRIVER (force one), GPU_E2E_KEEP=1
 #             (keep the temp dir), GPU_E2E_BUNDLE (as --bundle)
 # Exit: 0 every check of the second harness run passed, 1 a check failed,
@@ -650,7 +651,8 @@ make_path_dir() {
     fact "runc RUNPATH" "$runc_runpath -> $libfb (for runc init)"
   fi
   engine_path="$tmp/path:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-  harness="$tmp/path/cdi-harness"
+  # GPU_E2E_HARNESS: a newer cdi-harness than the bundled one (same glibc needs).
+  harness=${GPU_E2E_HARNESS:-$tmp/path/cdi-harness}
 }
 
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }

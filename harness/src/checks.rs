@@ -20,7 +20,9 @@ pub const BUILTIN: &[&str] = &[
     "machine_config",
     "spec_present",
     "spec_valid",
+    "spec_fresh",
     "spec_devices",
+    "gpu_spec",
     "spec_snapshot",
     "info_spec_dirs",
     "info_devices",
@@ -30,6 +32,7 @@ pub const BUILTIN: &[&str] = &[
     "engine_mode",
     "device_all",
     "device_isolation",
+    "gpu_containers",
     "no_leftovers",
 ];
 
@@ -166,6 +169,9 @@ pub struct Facts {
     pub snapshot: Option<Verdict>,
     /// Containers of this run still present after every check.
     pub leftovers: Option<Result<Vec<String>, String>>,
+    /// The driver's GPUs (NVML on `host`, the simulated ones on `sim`) and the boot
+    /// time, for the cross-checks `gpu_spec`, `gpu_containers` and `spec_fresh`.
+    pub gpu: Option<crate::gpu::GpuFacts>,
 }
 
 /// The verdict of `check` from the gathered facts.
@@ -175,6 +181,7 @@ pub fn evaluate(s: &Scenario, facts: &Facts, check: &str) -> Verdict {
         "spec_present" => spec_present(s, facts),
         "spec_valid" => spec_valid(s, facts),
         "spec_devices" => spec_devices(s, facts),
+        "gpu_spec" | "gpu_containers" | "spec_fresh" => gpu_cross_check(s, facts, check),
         "spec_snapshot" => facts
             .snapshot
             .clone()
@@ -214,6 +221,31 @@ pub fn evaluate(s: &Scenario, facts: &Facts, check: &str) -> Verdict {
                 None => Verdict::fail(format!("unknown check {other:?}"), None),
             }
         }
+    }
+}
+
+/// The NVML cross-checks (see [`crate::gpu`]): skipped with the reason when the
+/// inventory was not read or there is no NVML; never passed without it.
+fn gpu_cross_check(s: &Scenario, facts: &Facts, check: &str) -> Verdict {
+    let Some(g) = &facts.gpu else {
+        return Verdict::skip("the GPU inventory was not read in this run");
+    };
+    let spec = the_spec(s, facts);
+    match check {
+        "spec_fresh" => {
+            let mtime = spec
+                .and_then(|l| std::fs::metadata(&l.path).ok())
+                .and_then(|m| m.modified().ok());
+            crate::gpu::check_spec_fresh(spec, mtime, g.boot_time, g.inventory.as_ref().ok())
+        }
+        "gpu_spec" => match g.need() {
+            Ok(inv) => crate::gpu::check_spec_against(inv, spec),
+            Err(v) => v,
+        },
+        _ => match g.need() {
+            Ok(inv) => crate::gpu::check_containers(inv, &facts.runs),
+            Err(v) => v,
+        },
     }
 }
 

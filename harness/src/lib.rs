@@ -9,7 +9,13 @@
 pub mod bench;
 pub mod cdi;
 pub mod checks;
+pub mod diff;
+pub mod doctor;
 pub mod engine;
+pub mod gpu;
+pub mod host;
+pub mod lint;
+pub mod nightly;
 pub mod outcome;
 pub mod report;
 pub mod runner;

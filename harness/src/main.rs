@@ -58,6 +58,51 @@ enum Command {
         #[command(subcommand)]
         command: CdiCommand,
     },
+    /// Compare JSON reports (`report diff`) or show the nightly history (`report history`).
+    Report {
+        #[command(subcommand)]
+        command: cdi_harness::nightly::cli::ReportCommand,
+    },
+    /// Update a scratch copy of a flake (`nix flake update`), rebuild, run the checks and
+    /// apply the new flake.lock only if no check regressed against the last good report.
+    /// Exit 0 accepted, 1 regressed (the old lock is kept), 2 no verdict.
+    Nightly(Box<cdi_harness::nightly::cli::NightlyArgs>),
+    /// Check NixOS configuration files for the write-up's pitfalls (manual nvidia runtime,
+    /// nvidia-docker, enableNvidia, CDI off, `--gpus`, …): one `FILE:LINE:COL: problem
+    /// (fix: …)` line each. Exit 0 clean, 1 a pitfall found, 2 a file unreadable or not Nix.
+    Lint {
+        /// NixOS configuration files (.nix).
+        #[arg(required = true, value_name = "FILE.nix")]
+        files: Vec<PathBuf>,
+    },
+    /// Run the write-up's troubleshooting on this machine: driver, spec, socket, `docker
+    /// info`, generator unit, manual-runtime pitfall; each step with what it saw and the
+    /// fix. Exit 0 healthy, 1 a problem, 2 usage.
+    Doctor {
+        /// Print the steps as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Run the write-up's two restarts (generator, then docker) where they help, as
+        /// root, then check again. Nothing else is ever changed.
+        #[arg(long)]
+        fix: bool,
+    },
+    /// The NVIDIA GPUs as the driver (NVML) reports them.
+    Gpu {
+        #[command(subcommand)]
+        command: GpuCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GpuCommand {
+    /// Driver and CUDA version, and each GPU's index, UUID, name, minor, PCI bus id and
+    /// MIG devices. Exit 0, 1 when NVML fails, 3 when there is no NVML on this machine.
+    Inventory {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -190,7 +235,67 @@ fn main() -> ExitCode {
             CdiCommand::Validate { files } => validate(&files),
             CdiCommand::Normalize { file } => normalize(&file),
         },
+        Command::Report { command } => {
+            ExitCode::from(cdi_harness::nightly::cli::report_command(command))
+        }
+        Command::Nightly(args) => ExitCode::from(cdi_harness::nightly::cli::nightly_command(*args)),
+        Command::Lint { files } => lint(&files),
+        Command::Doctor { json, fix } => doctor(json, fix),
+        Command::Gpu {
+            command: GpuCommand::Inventory { json },
+        } => gpu_inventory(json),
     }
+}
+
+/// The diagnosis on stdout (text or JSON); the exit code is the report's.
+fn doctor(json: bool, fix: bool) -> ExitCode {
+    let report = cdi_harness::doctor::run_with_fix(&cdi_harness::host::SystemHost, fix);
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(t) => println!("{t}"),
+            Err(e) => return config_error(format!("cannot print JSON: {e}")),
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    ExitCode::from(report.exit_code())
+}
+
+/// NVML's inventory; no NVML is its own exit code (3) so scripts can tell "no GPU
+/// stack here" from "the driver is broken" (1).
+fn gpu_inventory(json: bool) -> ExitCode {
+    use cdi_harness::gpu::GpuSource;
+    match cdi_harness::gpu::NvmlSource.inventory() {
+        Ok(inv) => {
+            if json {
+                match serde_json::to_string_pretty(&inv) {
+                    Ok(t) => println!("{t}"),
+                    Err(e) => return config_error(format!("cannot print JSON: {e}")),
+                }
+            } else {
+                println!("{}", inv.summary());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.is_unavailable() { 3 } else { 1 })
+        }
+    }
+}
+
+/// Findings on stdout (one line each), unreadable or unparsable files on stderr, a
+/// summary on stderr; the exit code is the report's.
+fn lint(files: &[PathBuf]) -> ExitCode {
+    let report = cdi_harness::lint::lint_paths(files);
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    for error in &report.errors {
+        eprintln!("{error}");
+    }
+    eprintln!("cdi-harness lint: {}", report.summary());
+    ExitCode::from(report.exit_code())
 }
 
 fn config_error(msg: impl std::fmt::Display) -> ExitCode {

@@ -3,6 +3,7 @@
 //! Kept free of engine or scenario types so that reports can be read back (for
 //! diffs and history) without any engine present.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,65 @@ pub struct EngineFacts {
     pub api_version: Option<String>,
     /// Where the harness reached it (`unix:///…`).
     pub endpoint: Option<String>,
+    /// The NVIDIA driver and GPUs behind the engine, when known: on `sim` the simulated
+    /// ones (labelled so), on `host` only what is cheaply known. A diff between two
+    /// nights can then tell a driver change from a toolkit or engine change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<HardwareFacts>,
+}
+
+/// The driver and GPU inventory a scenario ran against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HardwareFacts {
+    /// NVIDIA driver version, e.g. `580.95.05`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// The GPUs, by index.
+    #[serde(default)]
+    pub gpus: Vec<GpuFacts>,
+    /// True when driver and GPUs are the `sim` backend's inventions, not real hardware.
+    pub simulated: bool,
+}
+
+/// One GPU as `nvidia-smi -L` and NVML name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuFacts {
+    /// Device index (`nvidia.com/gpu=<index>`).
+    pub index: u32,
+    /// `GPU-…` UUID.
+    pub uuid: String,
+    /// Product name.
+    pub name: String,
+    /// PCI bus id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
+}
+
+/// One locked flake input (a node of `flake.lock`), as `cdi-harness nightly` records it so
+/// that a regression can be traced to the input update that caused it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlakeInput {
+    /// Source type (`github`, `git`, `path`, `tarball`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// GitHub (or GitLab, sourcehut) owner, for `github`-like inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Repository name, for `github`-like inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// URL, for `git`, `tarball` and similar inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Locked revision (commit hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<String>,
+    /// Locked NAR hash (`sha256-…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nar_hash: Option<String>,
+    /// Unix time of the locked revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<i64>,
 }
 
 /// One whole run: every check of every scenario selected.
@@ -117,9 +177,17 @@ pub struct RunReport {
     pub duration: Duration,
     /// Engine facts per scenario name (each sim scenario has its own private engine).
     #[serde(default)]
-    pub engines: std::collections::BTreeMap<String, EngineFacts>,
+    pub engines: BTreeMap<String, EngineFacts>,
     /// Every check result, in scenario then check order.
     pub results: Vec<CheckResult>,
+    /// The flake inputs the run was built from, by `flake.lock` node name, when known
+    /// (`cdi-harness nightly` fills it; `run` does not know them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake_inputs: Option<BTreeMap<String, FlakeInput>>,
+    /// The normalized CDI spec (`cdi-harness cdi normalize` form) per scenario, when the
+    /// scenario's spec file was found, so `report diff` can show how the spec changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub specs: BTreeMap<String, serde_json::Value>,
 }
 
 impl RunReport {

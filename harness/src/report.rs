@@ -221,6 +221,12 @@ fn build_junit(report: &RunReport) -> quick_junit::Report {
                     suite.add_property((name, value.as_str()));
                 }
             }
+            if let Some(hw) = &engine.hardware {
+                if let Some(driver) = &hw.driver_version {
+                    suite.add_property(("driver.version", driver.as_str()));
+                }
+                suite.add_property(("driver.simulated", bool_str(hw.simulated)));
+            }
         }
         for result in results {
             suite.add_test_case(junit_case(result));
@@ -656,6 +662,13 @@ fn truncate(s: &str, max: usize) -> String {
 /// the bytes go to a hidden temporary file in the same directory (same filesystem, so the
 /// rename is atomic), are flushed to disk, and the temporary file is then renamed over
 /// `path`. On any error the temporary file is removed and `path` is left as it was.
+/// Writes `bytes` to `path` atomically (temp file in the same directory, fsync, rename),
+/// for the other files whose readers must never see half of one: history indexes, HTML
+/// pages, copied `flake.lock`s.
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    write_atomically(path, |w| w.write_all(bytes))
+}
+
 fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
@@ -776,6 +789,7 @@ mod tests {
                 version: Some("28.5.2".to_owned()),
                 api_version: Some("1.51".to_owned()),
                 endpoint: Some("unix:///run/cdi-harness/seed/docker.sock".to_owned()),
+                ..EngineFacts::default()
             },
         );
         RunReport {
@@ -785,6 +799,8 @@ mod tests {
             started_at: "2025-01-02T03:04:05Z".to_owned(),
             duration: Duration::from_millis(3420),
             engines,
+            flake_inputs: None,
+            specs: BTreeMap::new(),
             results: vec![
                 check(
                     "seed",

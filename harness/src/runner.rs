@@ -193,11 +193,7 @@ struct Session {
     private: Option<SimEnvironment>,
 }
 
-async fn run_one(
-    s: &Scenario,
-    opts: &RunOptions,
-    run_id: &str,
-) -> ScenarioOutput {
+async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutput {
     let names: Vec<String> = s
         .check_names()
         .into_iter()
@@ -345,15 +341,7 @@ fn normalized_spec(
     reg: &crate::cdi::Registry,
     redactions: &[(String, String)],
 ) -> Option<serde_json::Value> {
-    let loaded = reg
-        .specs
-        .iter()
-        .filter(|l| {
-            l.path
-                .file_name()
-                .is_some_and(|n| n == s.spec_file.as_str())
-        })
-        .max_by_key(|l| l.dir_index)?;
+    let loaded = reg.spec_named(&s.spec_file)?;
     let value = crate::cdi::normalize(&loaded.spec);
     Some(if redactions.is_empty() {
         value
@@ -640,6 +628,12 @@ async fn gather(
     facts.spec_dirs = dirs;
     facts.spec_dirs_source = source;
     facts.registry = registry;
+    if ["gpu_spec", "gpu_containers", "spec_fresh"]
+        .iter()
+        .any(|c| wants(c))
+    {
+        facts.gpu = Some(gpu_facts(s, opts.backend).await);
+    }
     for n in ["spec_present", "spec_valid", "spec_devices"] {
         timings.insert(n.into(), spec_time);
     }
@@ -661,6 +655,27 @@ async fn gather(
             .max()
             .unwrap_or_default();
         timings.insert("device_isolation".into(), slowest);
+    }
+}
+
+/// The GPU inventory the cross-checks compare against: NVML on `host` (off the async
+/// threads: loading the library can take a second), the simulated GPUs on `sim`.
+async fn gpu_facts(s: &Scenario, backend: BackendKind) -> crate::gpu::GpuFacts {
+    use crate::gpu::GpuSource;
+    let inventory = match backend {
+        BackendKind::Sim => Ok(crate::gpu::sim_inventory(s.gpus.count)),
+        BackendKind::Host => tokio::task::spawn_blocking(|| crate::gpu::NvmlSource.inventory())
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::gpu::GpuError::Call {
+                    call: "nvmlInit".into(),
+                    message: format!("the NVML probe crashed: {e}"),
+                })
+            }),
+    };
+    crate::gpu::GpuFacts {
+        inventory,
+        boot_time: crate::gpu::boot_time(),
     }
 }
 

@@ -179,3 +179,87 @@ mod recorded_on_h100 {
         assert_eq!(report.counts(), (16, 0, 0));
     }
 }
+
+/// NVML data recorded on a real H100 (harness/tests/fixtures/h100/README.md, `nvml/`).
+mod recorded_nvml_on_h100 {
+    use std::collections::BTreeMap;
+
+    use cdi_harness::engine::RunOutcome;
+    use cdi_harness::gpu::{self, Inventory};
+    use cdi_harness::outcome::Status;
+
+    use super::*;
+
+    fn nvml(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/h100/nvml")
+            .join(name)
+    }
+
+    fn inventory() -> Inventory {
+        serde_json::from_str(&std::fs::read_to_string(nvml("inventory.json")).expect("fixture"))
+            .expect("inventory parses")
+    }
+
+    #[test]
+    fn the_real_inventory_matches_the_real_spec() {
+        let inv = inventory();
+        assert!(!inv.simulated);
+        assert_eq!(inv.gpus.len(), 1);
+        assert_eq!(inv.gpus[0].minor, Some(0));
+        let spec = cdi_harness::cdi::load_dirs(&[nvml("")]);
+        let loaded = spec.spec_named("nvidia-container-toolkit.json");
+        let v = gpu::check_spec_against(&inv, loaded);
+        assert_eq!(v.status, Status::Pass, "{}", v.message);
+    }
+
+    #[test]
+    fn the_real_listing_inside_containers_matches_nvml() {
+        let inv = inventory();
+        let listing = std::fs::read_to_string(nvml("nvidia-smi-L.txt")).expect("fixture");
+        let ran = || {
+            Ok(RunOutcome::Exited {
+                exit_code: 0,
+                stdout: listing.clone(),
+                stderr: String::new(),
+            })
+        };
+        let runs = BTreeMap::from([
+            ("device_all".to_string(), ran()),
+            ("device_0".to_string(), ran()),
+        ]);
+        let v = gpu::check_containers(&inv, &runs);
+        assert_eq!(v.status, Status::Pass, "{}", v.message);
+        // Another machine's GPU in the container is caught.
+        let other = std::fs::read_to_string(h100_first("nvidia-smi-L.txt")).expect("fixture");
+        let wrong = BTreeMap::from([(
+            "device_all".to_string(),
+            Ok(RunOutcome::Exited {
+                exit_code: 0,
+                stdout: other,
+                stderr: String::new(),
+            }),
+        )]);
+        assert_eq!(gpu::check_containers(&inv, &wrong).status, Status::Fail);
+    }
+
+    fn h100_first(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/h100")
+            .join(name)
+    }
+
+    #[test]
+    fn the_recorded_nvml_run_passed_every_check() {
+        let report = cdi_harness::report::read_json(&nvml("report.json")).expect("report reads");
+        assert!(report.succeeded());
+        for check in ["gpu_spec", "gpu_containers", "spec_fresh"] {
+            let r = report
+                .results
+                .iter()
+                .find(|r| r.check == check)
+                .expect(check);
+            assert_eq!(r.status, Status::Pass, "{r:?}");
+        }
+    }
+}

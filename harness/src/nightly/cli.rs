@@ -1,0 +1,265 @@
+//! The command-line side of `cdi-harness report …` and `cdi-harness nightly`: argument
+//! structs (clap) and the functions that print and choose exit codes. Kept here rather
+//! than in `main.rs` so the binary only dispatches, and so other subcommands can be added
+//! there without touching this code.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::outcome::BackendKind;
+use crate::runner::{self, RunOptions};
+use crate::{diff, report, scenario};
+
+use super::{DEFAULT_STATE_DIR, NightlyOptions, Verdict, history};
+
+/// `cdi-harness report …`.
+#[derive(clap::Subcommand)]
+pub enum ReportCommand {
+    /// Compare two JSON reports check by check (`scenario::check`): regressed, now skipped,
+    /// still failing, fixed, new, gone, unchanged; spec changes as a unified diff.
+    /// Exit 0: no regression; 1: a check regressed; 2: a report is unreadable.
+    Diff {
+        /// The older report (e.g. the last good one).
+        old: PathBuf,
+        /// The newer report.
+        new: PathBuf,
+        /// Print the diff as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the nightly history kept in the state directory.
+    History {
+        /// The nightly state directory.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Also write a self-contained HTML page with a pass/fail timeline per check.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+}
+
+/// `cdi-harness nightly`.
+#[derive(clap::Args)]
+pub struct NightlyArgs {
+    /// The flake directory (with flake.nix and flake.lock) to update.
+    #[arg(long, value_name = "PATH")]
+    pub flake: PathBuf,
+    /// Where the last good report, the history and each night's files are kept.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Which engine to check (default: `host` when /dev/nvidiactl exists, else `sim`).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendKind>,
+    /// Scenario files or directories (default: the flake's `scenarios/`, else ./scenarios).
+    #[arg(long = "scenario", value_name = "PATH")]
+    pub scenarios: Vec<PathBuf>,
+    /// Nights of history to keep.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub keep: usize,
+    /// Shell command run after each night (env: CDI_HARNESS_VERDICT, CDI_HARNESS_SUMMARY,
+    /// CDI_HARNESS_REPORT, CDI_HARNESS_RUN_DIR).
+    #[arg(long, value_name = "CMD")]
+    pub notify: Option<String>,
+    /// The Nix binary.
+    #[arg(long, value_name = "PATH", default_value = "nix")]
+    pub nix: PathBuf,
+    /// Do not `nix build <flake>#default` after the update.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Snapshot directory (default: the nearest `snapshots/` above the scenarios).
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    /// dockerd for `sim`.
+    #[arg(long, value_name = "PATH")]
+    pub dockerd: Option<PathBuf>,
+    /// Also copy the night's JUnit XML here (for CI artefacts).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Also write the history as HTML here (for CI artefacts).
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `report …`; returns the exit code.
+pub fn report_command(command: ReportCommand) -> u8 {
+    match command {
+        ReportCommand::Diff { old, new, json } => report_diff(&old, &new, json),
+        ReportCommand::History { state_dir, html } => report_history(&state_dir, html.as_deref()),
+    }
+}
+
+fn report_diff(old: &Path, new: &Path, json: bool) -> u8 {
+    let (old_report, new_report) = match (report::read_json(old), report::read_json(new)) {
+        (Ok(o), Ok(n)) => (o, n),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let d = diff::diff_reports(&old_report, &new_report);
+    if json {
+        match serde_json::to_string_pretty(&d) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: cannot print the diff as JSON: {e}");
+                return 2;
+            }
+        }
+    } else {
+        print!(
+            "{}",
+            diff::render_text(&d, &old.display().to_string(), &new.display().to_string())
+        );
+    }
+    u8::from(d.has_regressions())
+}
+
+fn report_history(state_dir: &Path, html: Option<&Path>) -> u8 {
+    let hist = match history::load(state_dir) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    print!("{}", history::table(&hist));
+    if let Some(path) = html {
+        if let Err(e) = history::write_html(&hist, path) {
+            eprintln!("error: {e}");
+            return 2;
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    0
+}
+
+/// Scenario files from paths (files or directories, `*.toml` sorted).
+fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Runs `nightly`; returns the exit code: 0 accepted, 1 regressed, 2 no verdict.
+pub fn nightly_command(args: NightlyArgs) -> u8 {
+    let paths = if !args.scenarios.is_empty() {
+        args.scenarios.clone()
+    } else if args.flake.join("scenarios").is_dir() {
+        vec![args.flake.join("scenarios")]
+    } else {
+        vec![PathBuf::from("scenarios")]
+    };
+    let files = match scenario_files(&paths) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            eprintln!("error: no scenario files found in {paths:?}; pass --scenario PATH");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let scenarios = match scenario::load_all(&files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let backend = args
+        .backend
+        .unwrap_or(if Path::new("/dev/nvidiactl").exists() {
+            BackendKind::Host
+        } else {
+            BackendKind::Sim
+        });
+    let base = paths
+        .first()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
+        })
+        .unwrap_or_default();
+    let snapshot_dir = args
+        .snapshots
+        .clone()
+        .unwrap_or_else(|| runner::default_snapshot_dir(&base));
+    let mut run = RunOptions::new(backend, snapshot_dir);
+    run.dockerd = args.dockerd.clone();
+    if !args.quiet {
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        run.progress = Some(Arc::new(move |r| {
+            eprintln!("{}", report::progress_line(r, color))
+        }));
+    }
+    let opts = NightlyOptions {
+        flake: args.flake.clone(),
+        state_dir: args.state_dir.clone(),
+        nix: args.nix.clone(),
+        build: !args.no_build,
+        keep: args.keep,
+        notify: args.notify.clone(),
+        scenarios,
+        run,
+        crash_after: None,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let outcome = match rt.block_on(super::run(&opts)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    print!("{}", outcome.summary);
+    for w in &outcome.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut code = match outcome.verdict {
+        Verdict::Accepted => 0,
+        Verdict::Regressed => 1,
+    };
+    if let Some(path) = &args.junit {
+        if let Err(e) = report::write_junit(&outcome.report, path) {
+            eprintln!("error: {e}");
+            code = 2;
+        }
+    }
+    if let Some(path) = &args.html {
+        let written = history::load(&opts.state_dir).and_then(|h| history::write_html(&h, path));
+        if let Err(e) = written {
+            eprintln!("error: {e}");
+            code = 2;
+        }
+    }
+    code
+}

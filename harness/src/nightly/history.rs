@@ -1,0 +1,354 @@
+//! The history of nightly runs in the state directory: `history.json` (an index, newest
+//! last, bounded by `--keep`), shown by `cdi-harness report history` as a table or as a
+//! self-contained HTML page with a pass/fail timeline per check.
+//!
+//! The index is rewritten atomically, so an interrupted night leaves the previous index
+//! whole; each entry names its run directory, whose files were written before the entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::NightlyError;
+use crate::diff::InputChange;
+use crate::outcome::Status;
+use crate::report;
+
+/// File name of the index in the state directory.
+pub const INDEX_FILE: &str = "history.json";
+/// Version of the index layout.
+pub const HISTORY_VERSION: u32 = 1;
+
+/// What a night concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// No regression: the updated lock was applied and the report became the last good.
+    Accepted,
+    /// A check regressed (or a new check fails): the previous lock was kept.
+    Regressed,
+}
+
+impl Verdict {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accepted => "accepted",
+            Verdict::Regressed => "regressed",
+        }
+    }
+}
+
+/// One night.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Night {
+    /// The run's id, also its directory under `runs/`.
+    pub id: String,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// `host` or `sim`.
+    pub backend: String,
+    /// True for `sim`.
+    pub simulated: bool,
+    /// What the night concluded.
+    pub verdict: Verdict,
+    /// Checks passed, failed, skipped.
+    pub counts: [usize; 3],
+    /// Status of every check, by `scenario::check`.
+    pub checks: BTreeMap<String, Status>,
+    /// Inputs the update changed.
+    #[serde(default)]
+    pub changed_inputs: Vec<InputChange>,
+    /// Checks that blocked the update.
+    #[serde(default)]
+    pub regressions: Vec<String>,
+}
+
+/// The index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// [`HISTORY_VERSION`].
+    pub version: u32,
+    /// Oldest first.
+    pub nights: Vec<Night>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            version: HISTORY_VERSION,
+            nights: Vec::new(),
+        }
+    }
+}
+
+/// The index path in `state_dir`.
+pub fn index_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(INDEX_FILE)
+}
+
+/// Reads the index; a missing one is an empty history.
+pub fn load(state_dir: &Path) -> Result<History, NightlyError> {
+    let path = index_path(state_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(History::default()),
+        Err(source) => {
+            return Err(NightlyError::ReadHistory {
+                path,
+                reason: source.to_string(),
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| NightlyError::ReadHistory {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// Writes the index atomically.
+pub fn save(state_dir: &Path, history: &History) -> Result<(), NightlyError> {
+    let mut bytes = serde_json::to_vec_pretty(history).map_err(|e| NightlyError::ReadHistory {
+        path: index_path(state_dir),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    Ok(report::write_bytes_atomically(
+        &index_path(state_dir),
+        &bytes,
+    )?)
+}
+
+/// Appends `night` and drops the oldest beyond `keep`; returns the ids dropped (whose run
+/// directories the caller removes only after the new index is safely written).
+pub fn push(history: &mut History, night: Night, keep: usize) -> Vec<String> {
+    history.nights.push(night);
+    let excess = history.nights.len().saturating_sub(keep.max(1));
+    history.nights.drain(..excess).map(|n| n.id).collect()
+}
+
+/// The terminal table: one row per night, newest last.
+pub fn table(history: &History) -> String {
+    let mut out = String::new();
+    if history.nights.is_empty() {
+        out.push_str("no nightly runs recorded yet (run `cdi-harness nightly --flake PATH`)\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<22} {:<10} {:<9} {:>5} {:>5} {:>5}  changed inputs / regressions",
+        "started", "backend", "verdict", "pass", "fail", "skip"
+    );
+    for n in &history.nights {
+        let inputs: Vec<String> = n
+            .changed_inputs
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}→{}",
+                    c.name,
+                    c.old.as_deref().map(crate::diff::short_rev).unwrap_or("-"),
+                    c.new.as_deref().map(crate::diff::short_rev).unwrap_or("-")
+                )
+            })
+            .collect();
+        let mut notes = inputs.join(", ");
+        if !n.regressions.is_empty() {
+            if !notes.is_empty() {
+                notes.push_str("; ");
+            }
+            let _ = write!(notes, "regressed: {}", n.regressions.join(", "));
+        }
+        let backend = if n.simulated {
+            format!("{} (sim)", n.backend)
+        } else {
+            n.backend.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{:<22} {:<10} {:<9} {:>5} {:>5} {:>5}  {}",
+            n.started_at,
+            backend.chars().take(10).collect::<String>(),
+            n.verdict.as_str(),
+            n.counts[0],
+            n.counts[1],
+            n.counts[2],
+            notes
+        );
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained HTML page (inline CSS, no scripts): a row per night with its verdict
+/// and changed inputs, and a grid with a row per check and a cell per night, coloured by
+/// status, so when a check started failing is visible at a glance.
+pub fn html(history: &History) -> String {
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cdi-harness nightly history</title>\n<style>\nbody{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\n.pass{background:#3c3}.fail{background:#e33}.skip{background:#ec3}.none{background:#eee}.accepted{color:#080}.regressed{color:#c00;font-weight:bold}td.cell{width:14px}\n</style></head><body>\n<h1>cdi-harness nightly history</h1>\n",
+    );
+    if history.nights.iter().any(|n| n.simulated) {
+        out.push_str("<p><strong>Simulated:</strong> nights on the <code>sim</code> backend checked simulated GPUs, not real hardware.</p>\n");
+    }
+    out.push_str("<h2>Nights</h2>\n<table><tr><th>#</th><th>started</th><th>backend</th><th>verdict</th><th>pass</th><th>fail</th><th>skip</th><th>changed inputs</th><th>regressions</th></tr>\n");
+    for (i, n) in history.nights.iter().enumerate() {
+        let inputs: Vec<String> = n
+            .changed_inputs
+            .iter()
+            .map(|c| {
+                let text = format!(
+                    "{} {} → {}",
+                    c.name,
+                    c.old.as_deref().map(crate::diff::short_rev).unwrap_or("-"),
+                    c.new.as_deref().map(crate::diff::short_rev).unwrap_or("-")
+                );
+                match &c.compare_url {
+                    Some(url) => format!("<a href=\"{}\">{}</a>", esc(url), esc(&text)),
+                    None => esc(&text),
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}{}</td><td class=\"{v}\">{v}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            i + 1,
+            esc(&n.started_at),
+            esc(&n.backend),
+            if n.simulated { " (simulated)" } else { "" },
+            n.counts[0],
+            n.counts[1],
+            n.counts[2],
+            inputs.join("<br>"),
+            esc(&n.regressions.join(", ")),
+            v = n.verdict.as_str(),
+        );
+    }
+    out.push_str("</table>\n<h2>Timeline per check</h2>\n<table><tr><th>check</th>");
+    for i in 0..history.nights.len() {
+        let _ = write!(out, "<th>{}</th>", i + 1);
+    }
+    out.push_str("</tr>\n");
+    let keys: BTreeSet<&String> = history
+        .nights
+        .iter()
+        .flat_map(|n| n.checks.keys())
+        .collect();
+    for key in keys {
+        let _ = write!(out, "<tr><td>{}</td>", esc(key));
+        for n in &history.nights {
+            let (class, label) = match n.checks.get(key) {
+                Some(s) => (s.as_str(), s.as_str()),
+                None => ("none", "not run"),
+            };
+            let _ = write!(
+                out,
+                "<td class=\"cell {class}\" title=\"{}: {label}\"></td>",
+                esc(&n.started_at)
+            );
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
+}
+
+/// Writes [`html`] atomically.
+pub fn write_html(history: &History, path: &Path) -> Result<(), NightlyError> {
+    Ok(report::write_bytes_atomically(
+        path,
+        html(history).as_bytes(),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn night(id: &str, verdict: Verdict, status: Status) -> Night {
+        Night {
+            id: id.into(),
+            started_at: format!("2025-01-0{id}T00:00:00Z"),
+            backend: "sim".into(),
+            simulated: true,
+            verdict,
+            counts: [1, 0, 0],
+            checks: BTreeMap::from([("seed::<device>".to_string(), status)]),
+            changed_inputs: vec![InputChange {
+                name: "nixpkgs".into(),
+                old: Some("aaaaaaaaaaaaaaaa".into()),
+                new: Some("bbbbbbbbbbbbbbbb".into()),
+                compare_url: Some("https://github.com/NixOS/nixpkgs/compare/a...b".into()),
+            }],
+            regressions: vec![],
+        }
+    }
+
+    #[test]
+    fn push_bounds_history() {
+        let mut h = History::default();
+        for i in 1..=5 {
+            let dropped = push(
+                &mut h,
+                night(&i.to_string(), Verdict::Accepted, Status::Pass),
+                3,
+            );
+            if i <= 3 {
+                assert!(dropped.is_empty());
+            } else {
+                assert_eq!(dropped, vec![(i - 3).to_string()]);
+            }
+        }
+        let ids: Vec<&str> = h.nights.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["3", "4", "5"]);
+    }
+
+    #[test]
+    fn html_is_escaped_and_has_timeline() {
+        let mut h = History::default();
+        push(&mut h, night("1", Verdict::Accepted, Status::Pass), 10);
+        push(&mut h, night("2", Verdict::Regressed, Status::Fail), 10);
+        let page = html(&h);
+        assert!(page.contains("seed::&lt;device&gt;"), "{page}");
+        assert!(!page.contains("<device>"));
+        assert!(!page.contains("<script"));
+        assert!(page.contains("class=\"cell pass\""));
+        assert!(page.contains("class=\"cell fail\""));
+        assert!(page.contains("href=\"https://github.com/NixOS/nixpkgs/compare/a...b\""));
+        assert!(page.contains("Simulated"));
+    }
+
+    #[test]
+    fn table_rows() {
+        let mut h = History::default();
+        assert!(table(&h).contains("no nightly runs"));
+        let mut n = night("1", Verdict::Regressed, Status::Fail);
+        n.regressions = vec!["seed::device_all".into()];
+        push(&mut h, n, 10);
+        let t = table(&h);
+        assert!(t.contains("regressed"), "{t}");
+        assert!(
+            t.contains("nixpkgs aaaaaaaaaaaa→bbbbbbbbbbbb; regressed: seed::device_all"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn index_round_trips_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), History::default());
+        let mut h = History::default();
+        push(&mut h, night("1", Verdict::Accepted, Status::Pass), 10);
+        save(dir.path(), &h).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), h);
+        std::fs::write(index_path(dir.path()), "{trunc").unwrap();
+        assert!(load(dir.path()).is_err());
+    }
+}
