@@ -321,7 +321,7 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
 fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
     (backend == BackendKind::Sim).then(|| HardwareFacts {
         driver_version: Some(sim::SIM_DRIVER_VERSION.to_string()),
-        gpus: sim::sim_gpus(s.gpus.count)
+        gpus: scenario_sim_gpus(s)
             .into_iter()
             .map(|g| GpuFacts {
                 index: g.index,
@@ -380,6 +380,15 @@ async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<S
     })
 }
 
+/// The scenario's simulated GPUs, named as its `gpus.model` says.
+fn scenario_sim_gpus(s: &Scenario) -> Vec<sim::SimGpu> {
+    let mut gpus = sim::sim_gpus(s.gpus.count);
+    for g in &mut gpus {
+        g.name.clone_from(&s.gpus.model);
+    }
+    gpus
+}
+
 /// A private engine laid out for one scenario (specs, support files, image): what the
 /// `sim` backend and the benchmark share.
 pub struct SimEnvironment {
@@ -435,7 +444,7 @@ pub async fn start_sim(
     for d in [&etc, &run, &support] {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
-    let gpus = sim::sim_gpus(s.gpus.count);
+    let gpus = scenario_sim_gpus(s);
     sim::write_support_files(&support, &gpus).map_err(|e| e.to_string())?;
     // A rootless engine cannot create device nodes: its spec names the nodes by path
     // only, and the engine's namespace provides them (see sim::rootless).
@@ -827,6 +836,18 @@ mod tests {
         assert_eq!(r["a"][0], "[SIM_DIR]/support/nvidia-smi");
         assert_eq!(r["b"]["c"], "[SIM_DIR]");
         assert_eq!(r["n"], 1);
+    }
+
+    #[test]
+    fn simulated_gpus_carry_the_scenario_model() {
+        let text = "description = \"t\"\n[machine.virtualisation.docker]\nenable = true\n[gpus]\ncount = 2\nmodel = \"NVIDIA A100-SXM4-80GB\"\n";
+        let s = crate::scenario::parse(Path::new("t.toml"), text).expect("parses");
+        let gpus = scenario_sim_gpus(&s);
+        assert_eq!(gpus.len(), 2);
+        assert!(
+            gpus.iter().all(|g| g.name == "NVIDIA A100-SXM4-80GB"),
+            "{gpus:?}"
+        );
     }
 
     #[test]

@@ -345,6 +345,8 @@ pub(crate) fn script_candidates(dockerd: &Path, path_env: &OsString) -> Vec<Path
                     .join("share/doc/docker.io/contrib")
                     .join(ROOTLESS_SCRIPT),
             );
+            // nixpkgs' docker package (the flake's dev shell).
+            out.push(prefix.join("libexec/docker").join(ROOTLESS_SCRIPT));
         }
     }
     out.extend(std::env::split_paths(path_env).map(|d| d.join(ROOTLESS_SCRIPT)));

@@ -1,0 +1,26 @@
+# The parts of a scenario file that the VM tests need beyond what the harness exports
+# (lib/scenario.nix): the broken state to build (`[sim]`), the checks that must fail
+# and how (`[[expect.fail]]`), the GPU model and the spec file name. Builtins only.
+# These keys are the harness's own; it validates them (`cdi-harness scenario check`),
+# so only their defaults are repeated here (scenario::RawSim, RawExpect, RawGpus).
+path:
+let
+  raw = fromTOML (builtins.readFile path);
+  sim = raw.sim or { };
+  expect = raw.expect or { };
+in
+{
+  # "generated" (the generator ran) or "missing" (it did not write the spec).
+  simSpec = sim.spec or "generated";
+  # File name of a stale hand-made second spec beside the generated one, or null.
+  staleSpec = sim.stale-spec or null;
+  specFile = expect.spec-file or "nvidia-container-toolkit.json";
+  gpuModel = raw.gpus.model or "NVIDIA H100 80GB HBM3";
+  # check name -> texts its message (or fix) must contain.
+  expectedFailures = builtins.listToAttrs (
+    map (f: {
+      name = f.check;
+      value = f.message-contains or [ ];
+    }) (expect.fail or [ ])
+  );
+}
