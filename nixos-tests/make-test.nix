@@ -87,6 +87,9 @@ let
   # name this store path (its hash redacted), hence sim.supportName.
   support = pkgs.runCommand sim.supportName {
     script = sim.nvidiaSmiScript;
+    # [sim] fault = "failing-hook": the spec's createContainer hook (any scenario may
+    # have it; only that spec runs it).
+    failingHook = sim.failingHookScript;
     inventory = sim.inventory (
       sim.gpus {
         inherit (scenario.gpus) count;
@@ -95,19 +98,23 @@ let
     );
     passAsFile = [
       "script"
+      "failingHook"
       "inventory"
     ];
   } ''
     mkdir -p $out
     install -m 0755 "$scriptPath" $out/${sim.nvidiaSmiFile}
     install -m 0644 "$inventoryPath" $out/${sim.inventoryFile}
+    install -m 0755 "$failingHookPath" $out/${sim.failingHookFile}
   '';
   simArgs = {
     inherit (scenario.gpus) count;
     supportDir = "${support}";
     rootless = facts.rootlessDefault;
   };
-  specFile = pkgs.writeText specFileName (builtins.toJSON (sim.spec simArgs));
+  # The generated spec carries the scenario's `[sim] fault` (a known regression); the
+  # stale second spec does not.
+  specFile = pkgs.writeText specFileName (builtins.toJSON (sim.spec (simArgs // { inherit (setup) fault; })));
   staleSpecFile =
     if setup.staleSpec == null then null else pkgs.writeText setup.staleSpec (sim.toYAML (sim.staleSpec simArgs));
 

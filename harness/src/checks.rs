@@ -818,6 +818,17 @@ pub fn hint_for(message: &str) -> Option<String> {
         "CDI is off in the engine: features.cdi must be true (hardware.nvidia-container-toolkit.enable sets it for docker >= 25); then sudo systemctl restart docker"
     } else if m.contains(r#"could not select device driver """#) {
         "`--gpus` needs the legacy NVIDIA runtime hook, which NixOS's CDI setup does not install: use --device nvidia.com/gpu=all"
+    } else if m.contains("error running hook")
+        || m.contains("error executing hook")
+        || m.contains("nvidia-cdi-hook")
+    {
+        // nixpkgs#411150. runc: `error running hook #0: error running hook: exit status 1,
+        // stdout: , stderr: …`; crun and nvidia-container-runtime name the hook's path.
+        "a CDI hook (nvidia-cdi-hook, from the spec's containerEdits.hooks) failed at container start: the spec no longer matches the driver or the toolkit (nixpkgs#411150) — regenerate it: sudo systemctl restart nvidia-container-toolkit-cdi-generator; if it persists, update nixpkgs (nvidia-container-toolkit) and check `journalctl -u nvidia-container-toolkit-cdi-generator`"
+    } else if m.contains("error mounting") && m.contains("no such file or directory") {
+        // nixpkgs#319201: runc `error mounting "<hostPath>" to rootfs at "<path>": stat
+        // <hostPath>: no such file or directory` — a driver file of the old driver.
+        "a mount in the CDI spec names a host file that is gone: the spec was generated for a driver that is no longer installed (nixpkgs#319201) — regenerate it: sudo systemctl restart nvidia-container-toolkit-cdi-generator (a reboot after a driver update does the same)"
     } else if m.contains("failed to stat CDI host device")
         || m.contains("error creating device nodes")
     {
@@ -826,8 +837,6 @@ pub fn hint_for(message: &str) -> Option<String> {
         "a manual NVIDIA runtime points at a binary that is gone (typical after `nix flake update`): remove daemon.settings.runtimes and use --device nvidia.com/gpu=all"
     } else if m.contains("No such image") || m.contains("not found: manifest unknown") {
         "load the image first: docker pull IMAGE, or docker load -i IMAGE.tar on an offline machine"
-    } else if m.contains("nvidia-cdi-hook") {
-        "a CDI hook failed at container start: regenerate the spec for the running driver (sudo systemctl restart nvidia-container-toolkit-cdi-generator)"
     } else {
         return None;
     };
@@ -1138,6 +1147,31 @@ mod tests {
             "description = \"t\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = {gpus}\n\n[[run]]\nname = \"gpus_flag\"\ngpus = \"all\"\nexpect = \"failure\"\nerror = 'could not select device driver \"\" with capabilities: [[gpu]]'\n"
         );
         crate::scenario::parse(Path::new("t.toml"), &text).expect("test scenario parses")
+    }
+
+    /// The engine's answers for the known regressions, verbatim (engine 28.5.2 with
+    /// containerd 2.1.9 and runc, measured by hand against a private engine).
+    const CDI_OFF_ERROR: &str = r#"could not select device driver "cdi" with capabilities: []"#;
+    const STALE_MOUNT_ERROR: &str = r#"failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error mounting "/nix/store/00000000000000000000000000000000-nvidia-x11-570.00/lib/libcuda.so.1" to rootfs at "/usr/lib/libcuda.so.1": stat /nix/store/00000000000000000000000000000000-nvidia-x11-570.00/lib/libcuda.so.1: no such file or directory"#;
+    const FAILING_HOOK_ERROR: &str = "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: error running hook #0: error running hook: exit status 1, stdout: , stderr: error running create-symlinks hook: failed to create link [libcuda.so.1 /usr/lib/libcuda.so]: no such file or directory (simulated by cdi-harness)";
+
+    #[rstest]
+    #[case::cdi_off_305312(CDI_OFF_ERROR, &["features.cdi", "hardware.nvidia-container-toolkit.enable", "sudo systemctl restart docker"])]
+    #[case::stale_mount_319201(STALE_MOUNT_ERROR, &["nixpkgs#319201", "sudo systemctl restart nvidia-container-toolkit-cdi-generator"])]
+    #[case::failing_hook_411150(FAILING_HOOK_ERROR, &["nixpkgs#411150", "nvidia-cdi-hook", "sudo systemctl restart nvidia-container-toolkit-cdi-generator"])]
+    #[case::hook_by_path("error executing hook `/nix/store/x-nvidia-container-toolkit-1.17.6-tools/bin/nvidia-cdi-hook` (exit code: 1)", &["nixpkgs#411150"])]
+    fn known_regressions_get_their_fix(#[case] error: &str, #[case] wanted: &[&str]) {
+        let hint = hint_for(error).unwrap_or_default();
+        for w in wanted {
+            assert!(hint.contains(w), "hint for {error:?} lacks {w:?}: {hint:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_device_node_is_not_taken_for_a_missing_mount() {
+        let hint = hint_for(r#"CDI device injection failed: failed to inject devices: failed to stat CDI host device "/dev/nvidiactl": no such file or directory"#).unwrap_or_default();
+        assert!(hint.contains("device node"), "{hint}");
+        assert!(!hint.contains("nixpkgs#319201"), "{hint}");
     }
 
     fn smi(lines: &[(u32, &str)]) -> Result<RunOutcome, String> {

@@ -420,7 +420,8 @@ impl SimEnvironment {
 }
 
 /// Starts a private engine in the state the scenario describes: the simulated spec for
-/// its GPUs (or none, or with a stale second spec), its manual runtimes, CDI on or off,
+/// its GPUs (or none, or with a stale second spec, or with a known regression built in:
+/// `[sim] fault`), its manual runtimes, CDI on or off,
 /// and the busybox image imported.
 pub async fn start_sim(
     s: &Scenario,
@@ -451,11 +452,9 @@ pub async fn start_sim(
     let rootless = s.facts.rootless_default;
     if s.sim.spec == SimSpecState::Generated {
         let path = run.join(&s.spec_file);
-        let spec = if rootless {
-            sim::sim_spec_json_rootless(&gpus, &support)
-        } else {
-            sim::sim_spec_json(&gpus, &support)
-        };
+        let spec = sim::sim_spec_json_with_fault(&gpus, &support, rootless, s.sim.fault);
+        sim::write_fault_files(&support, s.sim.fault)
+            .map_err(|e| format!("cannot write the files of the simulated fault: {e}"))?;
         std::fs::write(&path, spec).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(stale) = &s.sim.stale_spec {

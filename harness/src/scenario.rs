@@ -139,6 +139,9 @@ pub struct SimSetup {
     pub spec: SimSpecState,
     /// File name of a stale, hand-made second NVIDIA spec placed beside the generated one.
     pub stale_spec: Option<String>,
+    /// A known regression built into the generated spec (`fault = "…"`), so that its
+    /// checks and fix hints run against a real engine.
+    pub fault: Option<crate::sim::SpecFault>,
 }
 
 /// The facts the harness reads from the `[machine]` NixOS configuration.
@@ -375,6 +378,8 @@ struct RawSim {
     #[serde(default)]
     spec: SimSpecState,
     stale_spec: Option<String>,
+    // A string, validated in `parse`, so that a bad value is rejected naming `sim.fault`.
+    fault: Option<String>,
 }
 
 /// The seed write-up's image.
@@ -607,9 +612,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         });
     }
 
+    let fault = match &raw.sim.fault {
+        None => None,
+        Some(f) => Some(crate::sim::SpecFault::parse(f).ok_or_else(|| {
+            let known: Vec<String> = crate::sim::SpecFault::ALL
+                .iter()
+                .map(|(n, _)| format!("{n:?}"))
+                .collect();
+            invalid(
+                "sim.fault",
+                format!(
+                    "{f:?} is not a known fault; use one of {}",
+                    known.join(", ")
+                ),
+            )
+        })?),
+    };
+    if fault.is_some() && raw.sim.spec == SimSpecState::Missing {
+        return Err(invalid(
+            "sim.fault",
+            "needs a generated spec to break, but sim.spec = \"missing\"".into(),
+        ));
+    }
     let sim = SimSetup {
         spec: raw.sim.spec,
         stale_spec: raw.sim.stale_spec,
+        fault,
     };
     if let Some(f) = &sim.stale_spec {
         if f.contains('/') || !(f.ends_with(".json") || f.ends_with(".yaml")) || *f == spec_file {
@@ -1000,6 +1028,9 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
     #[case::unknown_expected_failure(format!("{SEED}\n[[expect.fail]]\ncheck = \"nope\"\n"), "expect.fail[0].check")]
     #[case::bad_pci(SEED.replace("count = 1", "count = 1\npci = [\"01:00\"]"), "gpus.pci[0]")]
     #[case::socket_without_rootless(SEED.replace("rootless = { enable = true, setSocketVariable = false }", "rootless = { enable = false, setSocketVariable = true }"), "setSocketVariable")]
+    #[case::unknown_fault(format!("{SEED}\n[sim]\nfault = \"broken-driver\"\n"), "`sim.fault`: \"broken-driver\" is not a known fault")]
+    #[case::fault_without_spec(format!("{SEED}\n[sim]\nspec = \"missing\"\nfault = \"failing-hook\"\n"), "`sim.fault`")]
+    #[case::fault_not_string(format!("{SEED}\n[sim]\nfault = 1\n"), "fault")]
     #[case::runtime_without_path(format!("{SEED}\n[machine.virtualisation.docker.daemon.settings.runtimes.nvidia]\nargs = []\n"), "runtimes.nvidia")]
     fn invalid_values_name_the_key(#[case] text: String, #[case] key: &str) {
         let err = parse_seed(&text).expect_err("rejected").to_string();
@@ -1021,6 +1052,22 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
                 .1
                 .contains("hardware.nvidia-container-toolkit.enable = true")
         );
+    }
+
+    #[test]
+    fn known_faults_parse() {
+        for (text, fault) in [
+            (
+                "missing-mount-host-path",
+                crate::sim::SpecFault::MissingMountHostPath,
+            ),
+            ("failing-hook", crate::sim::SpecFault::FailingHook),
+        ] {
+            let s = parse_seed(&format!("{SEED}\n[sim]\nfault = \"{text}\"\n")).expect("parses");
+            assert_eq!(s.sim.fault, Some(fault));
+            assert_eq!(fault.as_str(), text);
+        }
+        assert_eq!(parse_seed(SEED).expect("parses").sim.fault, None);
     }
 
     #[test]

@@ -14,6 +14,9 @@ in
   simSpec = sim.spec or "generated";
   # File name of a stale hand-made second spec beside the generated one, or null.
   staleSpec = sim.stale-spec or null;
+  # A known regression built into the generated spec (lib/sim.nix `spec`'s `fault`):
+  # "missing-mount-host-path", "failing-hook", or null.
+  fault = sim.fault or null;
   specFile = expect.spec-file or "nvidia-container-toolkit.json";
   gpuModel = raw.gpus.model or "NVIDIA H100 80GB HBM3";
   # check name -> texts its message (or fix) must contain.

@@ -149,14 +149,53 @@ rec {
     };
   };
 
-  # sim_spec_json / sim_spec_json_rootless, as a Nix value (builtins.toJSON it).
-  # `supportDir` holds `nvidia-smi` and `gpus`.
+  # SpecFault (harness/src/sim/spec.rs): the known regressions a scenario's
+  # `[sim] fault` builds into the generated spec.
+  staleMountHostPath = "/nix/store/00000000000000000000000000000000-nvidia-x11-570.86.16-6.12.30/lib/libcuda.so.570.86.16";
+  staleMountContainerPath = "/usr/lib/x86_64-linux-gnu/libcuda.so.570.86.16";
+  failingHookFile = "nvidia-cdi-hook";
+  # FAILING_HOOK_SCRIPT: the support directory holds it as `failingHookFile` (0755).
+  failingHookScript = builtins.readFile ../../harness/src/sim/failing-hook.sh;
+  faultEdits =
+    supportDir: fault:
+    if fault == null then
+      { }
+    else if fault == "missing-mount-host-path" then
+      {
+        mounts = [ (roBind staleMountHostPath staleMountContainerPath) ];
+      }
+    else if fault == "failing-hook" then
+      {
+        hooks = [
+          {
+            hookName = "createContainer";
+            path = "${supportDir}/${failingHookFile}";
+            args = [
+              "nvidia-cdi-hook"
+              "create-symlinks"
+              "--link"
+              "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so"
+            ];
+          }
+        ];
+      }
+    else
+      throw "lib/sim.nix: unknown fault ${toJSON fault}";
+
+  # sim_spec_json / sim_spec_json_rootless / sim_spec_json_with_fault, as a Nix value
+  # (builtins.toJSON it). `supportDir` holds `nvidia-smi` and `gpus` (and the failing
+  # hook).
   spec =
     {
       count,
       supportDir,
       rootless ? false,
+      fault ? null,
     }:
+    let
+      common = commonEdits supportDir rootless;
+      extra = faultEdits supportDir fault;
+    in
     {
       inherit cdiVersion;
       kind = cdiKind;
@@ -166,7 +205,12 @@ rec {
           containerEdits.deviceNodes = [ (node rootless "/dev/nvidia${toString i}") ];
         }) count
         ++ [ (allDevice rootless count) ];
-      containerEdits = commonEdits supportDir rootless;
+      containerEdits =
+        common
+        // {
+          mounts = common.mounts ++ (extra.mounts or [ ]);
+        }
+        // optionalAttrs (extra ? hooks) { inherit (extra) hooks; };
     };
 
   # stale_spec_yaml / stale_spec_yaml_rootless: defines "0" and "all" again, so that

@@ -55,7 +55,9 @@ pub use gpu::{
 pub use image::{SIM_IMAGE, busybox_rootfs_tar, find_static_busybox, import_image};
 pub use rootless::{DEFAULT_ROOTLESS_USER, ENV_ROOTLESS_USER, ROOTLESS_SCRIPT, RootlessOptions};
 pub use spec::{
-    SIM_CDI_KIND, SIM_CDI_VERSION, SPEC_FILE_NAME, STALE_SPEC_FILE_NAME, device_node_paths,
-    sim_spec_json, sim_spec_json_rootless, sim_spec_json_rootless_with_uuids,
-    sim_spec_json_with_uuids, stale_spec_yaml, stale_spec_yaml_rootless,
+    FAILING_HOOK_FILE, FAILING_HOOK_MESSAGE, FAILING_HOOK_SCRIPT, SIM_CDI_KIND, SIM_CDI_VERSION,
+    SPEC_FILE_NAME, STALE_MOUNT_CONTAINER_PATH, STALE_MOUNT_HOST_PATH, STALE_SPEC_FILE_NAME,
+    SpecFault, device_node_paths, sim_spec_json, sim_spec_json_rootless,
+    sim_spec_json_rootless_with_uuids, sim_spec_json_with_fault, sim_spec_json_with_uuids,
+    stale_spec_yaml, stale_spec_yaml_rootless, write_fault_files,
 };

@@ -5,7 +5,7 @@
 //! CDI code takes the same paths it takes on a real host. What differs: every device
 //! node is backed by `/dev/null` (`hostPath`), the only "driver file" mounted is the
 //! simulated `nvidia-smi` and its inventory, and there are no hooks (a hook needs
-//! `nvidia-cdi-hook` on the host).
+//! `nvidia-cdi-hook` on the host) unless a [`SpecFault`] asks for a failing one.
 //!
 //! The rootless variants ([`sim_spec_json_rootless`]) omit `hostPath`, like a real spec
 //! on a GPU host: a rootless engine cannot create device nodes, so runc bind-mounts each
@@ -68,6 +68,16 @@ struct Edits {
     device_nodes: Vec<Node>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     mounts: Vec<Mount>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hooks: Vec<HookEntry>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HookEntry {
+    hook_name: &'static str,
+    path: String,
+    args: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -136,6 +146,7 @@ fn common_edits(support_dir: &Path, backing: Backing) -> Edits {
             ),
             ro_bind(&support_dir.join(INVENTORY_FILE), INVENTORY_CONTAINER_PATH),
         ],
+        hooks: Vec::new(),
     }
 }
 
@@ -219,6 +230,103 @@ pub fn sim_spec_json_rootless(gpus: &[SimGpu], support_dir: &Path) -> String {
 /// [`sim_spec_json_rootless`]).
 pub fn sim_spec_json_rootless_with_uuids(gpus: &[SimGpu], support_dir: &Path) -> String {
     to_json(&build_spec(gpus, support_dir, true, Backing::SamePath))
+}
+
+/// A known regression the generated spec can be given, so that the harness's checks and
+/// fix hints for it are exercised against a real engine (`[sim] fault` in a scenario).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFault {
+    /// nixpkgs#319201: after a driver update the spec still mounts a driver file of the
+    /// old driver's store path, which is gone ([`STALE_MOUNT_HOST_PATH`]).
+    MissingMountHostPath,
+    /// nixpkgs#411150: a `createContainer` hook (`nvidia-cdi-hook`) fails at container
+    /// start; here a script in the support dir ([`FAILING_HOOK_FILE`]) that exits 1.
+    FailingHook,
+}
+
+impl SpecFault {
+    /// Every fault with its scenario-file spelling, for parsing and error messages.
+    pub const ALL: [(&'static str, SpecFault); 2] = [
+        ("missing-mount-host-path", SpecFault::MissingMountHostPath),
+        ("failing-hook", SpecFault::FailingHook),
+    ];
+
+    /// The fault spelled as in a scenario file (`missing-mount-host-path`, `failing-hook`).
+    pub fn parse(s: &str) -> Option<SpecFault> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)
+    }
+
+    /// The scenario-file spelling.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("", |(n, _)| *n)
+    }
+}
+
+/// The driver file a stale spec mounts: the libcuda of a previous driver's store path,
+/// as the generator wrote it before `nixos-rebuild` switched drivers (the hash is not a
+/// real one, so the path exists on no machine). `lib/sim.nix` writes the same path.
+pub const STALE_MOUNT_HOST_PATH: &str = "/nix/store/00000000000000000000000000000000-nvidia-x11-570.86.16-6.12.30/lib/libcuda.so.570.86.16";
+/// Where the stale spec mounts [`STALE_MOUNT_HOST_PATH`] in the container.
+pub const STALE_MOUNT_CONTAINER_PATH: &str = "/usr/lib/x86_64-linux-gnu/libcuda.so.570.86.16";
+/// File name of the failing hook in the support dir: named like the real hook so the
+/// spec reads as the generator's does.
+pub const FAILING_HOOK_FILE: &str = "nvidia-cdi-hook";
+/// The failing hook script (also installed by `nixos-tests/make-test.nix`).
+pub const FAILING_HOOK_SCRIPT: &str = include_str!("failing-hook.sh");
+/// What the failing hook prints on stderr; the engine passes it on verbatim.
+pub const FAILING_HOOK_MESSAGE: &str = "failed to create link [libcuda.so.1 /usr/lib/x86_64-linux-gnu/libcuda.so]: no such file or directory (simulated by cdi-harness)";
+
+/// [`sim_spec_json`] (or [`sim_spec_json_rootless`] when `rootless`) with `fault` added
+/// to the spec-level edits: a mount of [`STALE_MOUNT_HOST_PATH`], or a
+/// `createContainer` hook running `<support_dir>/nvidia-cdi-hook create-symlinks …`
+/// (write it with [`write_fault_files`]). Every device then carries the fault, as with
+/// a real stale spec.
+pub fn sim_spec_json_with_fault(
+    gpus: &[SimGpu],
+    support_dir: &Path,
+    rootless: bool,
+    fault: Option<SpecFault>,
+) -> String {
+    let backing = if rootless {
+        Backing::SamePath
+    } else {
+        Backing::DevNull
+    };
+    let mut spec = build_spec(gpus, support_dir, false, backing);
+    match fault {
+        None => {}
+        Some(SpecFault::MissingMountHostPath) => spec.container_edits.mounts.push(Mount {
+            host_path: STALE_MOUNT_HOST_PATH.to_string(),
+            container_path: STALE_MOUNT_CONTAINER_PATH.to_string(),
+            options: vec!["ro", "nosuid", "nodev", "bind"],
+        }),
+        Some(SpecFault::FailingHook) => spec.container_edits.hooks.push(HookEntry {
+            hook_name: "createContainer",
+            path: support_dir.join(FAILING_HOOK_FILE).display().to_string(),
+            args: vec![
+                "nvidia-cdi-hook",
+                "create-symlinks",
+                "--link",
+                "libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so",
+            ],
+        }),
+    }
+    to_json(&spec)
+}
+
+/// Writes what `fault` needs in the support dir: the failing hook script (mode 0755)
+/// for [`SpecFault::FailingHook`]; nothing for the others.
+pub fn write_fault_files(support_dir: &Path, fault: Option<SpecFault>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if fault == Some(SpecFault::FailingHook) {
+        let path = support_dir.join(FAILING_HOOK_FILE);
+        std::fs::write(&path, FAILING_HOOK_SCRIPT)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
 }
 
 /// Every device node path the simulated specs for these GPUs name (`/dev/nvidiaN` per
@@ -312,6 +420,50 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn faults_add_the_stale_mount_or_the_failing_hook_and_nothing_else() {
+        let gpus = sim_gpus(1);
+        let support = Path::new("/tmp/cdih-x/support");
+        assert_eq!(
+            sim_spec_json_with_fault(&gpus, support, false, None),
+            sim_spec_json(&gpus, support)
+        );
+        assert_eq!(
+            sim_spec_json_with_fault(&gpus, support, true, None),
+            sim_spec_json_rootless(&gpus, support)
+        );
+        let plain: Value = serde_json::from_str(&sim_spec_json(&gpus, support)).unwrap();
+        let stale: Value = serde_json::from_str(&sim_spec_json_with_fault(
+            &gpus,
+            support,
+            false,
+            Some(SpecFault::MissingMountHostPath),
+        ))
+        .unwrap();
+        let mounts = stale["containerEdits"]["mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(mounts[2]["hostPath"], STALE_MOUNT_HOST_PATH);
+        assert!(!Path::new(STALE_MOUNT_HOST_PATH).exists());
+        assert_eq!(stale["devices"], plain["devices"]);
+        let hooked: Value = serde_json::from_str(&sim_spec_json_with_fault(
+            &gpus,
+            support,
+            false,
+            Some(SpecFault::FailingHook),
+        ))
+        .unwrap();
+        let hooks = hooked["containerEdits"]["hooks"].as_array().unwrap();
+        assert_eq!(hooks.len(), 1);
+        assert_eq!(hooks[0]["hookName"], "createContainer");
+        assert_eq!(hooks[0]["path"], "/tmp/cdih-x/support/nvidia-cdi-hook");
+        assert_eq!(
+            hooked["containerEdits"]["mounts"],
+            plain["containerEdits"]["mounts"]
+        );
+        assert!(FAILING_HOOK_SCRIPT.contains(FAILING_HOOK_MESSAGE));
+        assert!(FAILING_HOOK_SCRIPT.contains("exit 1"));
     }
 
     #[test]
