@@ -14,7 +14,8 @@
 #      one device per GPU by index, `all`; /dev/nvidiactl and UVM nodes; the host's
 #      nvidia-smi and libnvidia-ml.so* mounted), validated by `cdi-harness cdi validate`
 #   4. an image built locally: static busybox + the glibc files the host's nvidia-smi needs
-#   5. `cdi-harness run --backend host` on the seed scenario with the machine's GPU count,
+#   5. `cdi-harness run --backend host` on the seed scenario with the machine's GPU count
+#      (and on a machine with 4 or more GPUs the multi-gpu scenario too),
 #      twice: the first run records the host snapshot, the second must pass entirely
 #   6. cleanup, always: engine stopped, mounts under the temp dir undone, temp dir removed
 #
@@ -255,7 +256,7 @@ for a in "$@"; do
     *) echo "FAKE nvidia-smi: unsupported argument $a"; exit 2 ;;
   esac
 done
-[ $mode = table ] && printf '+ FAKE nvidia-smi (gpu-e2e.sh --fake-gpu, not NVIDIA software)   Driver Version: %s +\n' "$drv"
+[ $mode = table ] && printf '+ FAKE NVIDIA-SMI (gpu-e2e.sh --fake-gpu, not NVIDIA software)   Driver Version: %s +\n' "$drv"
 n=0
 m=0
 while [ $m -lt 64 ]; do
@@ -843,6 +844,23 @@ write_scenario() {
   [ "${PIPESTATUS[0]}" = 0 ] || setup_fail "the scenario does not load"
 }
 
+# The multi-gpu scenario on a machine with at least 4 GPUs: its count becomes the
+# machine's, and its "unknown device" becomes the first index the machine lacks.
+write_multi_scenario() {
+  local src="$script_dir/../scenarios/multi-gpu.toml" n=${#gpu_index[@]}
+  multi_scenario=""
+  if [ "$n" -lt 4 ]; then
+    echo "  multi-gpu: not run: this machine has $n GPU(s), the scenario needs at least 4"
+    return
+  fi
+  [ -f "$src" ] || { echo "  multi-gpu: not run: $src is missing"; return; }
+  multi_scenario="$tmp/scenario/multi-gpu.toml"
+  awk -v n="$n" '/^\[/ { s = ($0 == "[gpus]") } s && /^count[ \t]*=/ { print "count = " n; next } { print }' "$src" \
+    | sed "s#nvidia.com/gpu=4#nvidia.com/gpu=$n#g" >"$multi_scenario"
+  cp "$multi_scenario" "$OUT_DIR/$tag.multi-gpu.toml"
+  echo "  $src with [gpus] count = $n (unknown device nvidia.com/gpu=$n) -> $multi_scenario"
+}
+
 for_the_record() {
   section "For the record: docker info (CDI lines) and direct docker runs"
   if [ -z "$docker" ]; then
@@ -861,14 +879,14 @@ for_the_record() {
   done
 }
 
-run_harness() { # N: 1 records the snapshot, 2 must pass
-  local n=$1 update json junit md cli=() quiet=()
+run_harness() { # N [SCENARIO REPORT-TAG]: 1 records the snapshot, 2 must pass
+  local n=$1 scenario=${2:-$scenario} rtag=${3:-$tag} update json junit md cli=() quiet=()
   if [ "$n" = 1 ]; then
-    update=always json="$OUT_DIR/$tag.run1.json" junit="$OUT_DIR/$tag.run1.xml"
+    update=always json="$OUT_DIR/$rtag.run1.json" junit="$OUT_DIR/$rtag.run1.xml"
   else
     # Quiet (the table only): run #1 showed progress already, and the tail of the
     # output is what a caller sees first.
-    update=no json="$OUT_DIR/$tag.json" junit="$OUT_DIR/$tag.xml" quiet=(--quiet)
+    update=no json="$OUT_DIR/$rtag.json" junit="$OUT_DIR/$rtag.xml" quiet=(--quiet)
   fi
   md="${json%.json}.md"
   [ -n "$docker" ] && cli=(--docker-cli "$docker")
@@ -930,13 +948,23 @@ section "cdi-harness run #2 (must pass entirely)"
 run_harness 2
 rc2=$?
 
+section "multi-gpu scenario"
+write_multi_scenario
+rcm=skipped
+if [ -n "$multi_scenario" ]; then
+  run_harness 1 "$multi_scenario" "$tag.multi-gpu" >/dev/null 2>&1
+  run_harness 2 "$multi_scenario" "$tag.multi-gpu"
+  rcm=$?
+  [ "$rcm" -gt "$rc2" ] && rc2=$rcm
+fi
+
 case $rc2 in
   0) verdict="PASS: every check passed" final=0 ;;
   1) verdict="FAIL: a check failed (see the table above and $OUT_DIR/$tag.json)" final=1 ;;
   *) verdict="COULD NOT RUN: cdi-harness exited $rc2 (usage or configuration error)" final=2 ;;
 esac
 section "RESULT"
-echo "  run #1 exit $rc1, run #2 exit $rc2"
+echo "  run #1 exit $rc1, run #2 exit $rc2, multi-gpu: $rcm"
 if [ "$fake" = 1 ]; then
   echo "  ${label}$verdict — on $fake_gpus FAKE GPU(s): this proves the script, not any hardware"
 else

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::cdi::{Notice, Registry};
-use crate::engine::{CliInfo, EngineInfo, RunOutcome};
+use crate::engine::{CliInfo, ContainerStateFacts, EngineInfo, RunOutcome};
 use crate::outcome::{BackendKind, Status};
 use crate::scenario::{Expectation, RunSpec, Scenario};
 
@@ -32,6 +32,7 @@ pub const BUILTIN: &[&str] = &[
     "engine_mode",
     "device_all",
     "device_isolation",
+    "restart_always",
     "gpu_containers",
     "no_leftovers",
 ];
@@ -60,7 +61,7 @@ pub fn check_names(s: &Scenario) -> Vec<String> {
                     out.push("device_isolation".into());
                 }
             }
-            "device_all" if s.gpus.count == 0 => {}
+            "device_all" | "restart_always" if s.gpus.count == 0 => {}
             "no_leftovers" => {
                 out.extend(s.runs.iter().map(|r| r.name.clone()));
                 out.push("no_leftovers".into());
@@ -172,6 +173,51 @@ pub struct Facts {
     /// The driver's GPUs (NVML on `host`, the simulated ones on `sim`) and the boot
     /// time, for the cross-checks `gpu_spec`, `gpu_containers` and `spec_fresh`.
     pub gpu: Option<crate::gpu::GpuFacts>,
+    /// What the `restart_always` flow saw (only `sim` runs it).
+    pub restart_always: Option<RestartOutcome>,
+}
+
+/// Why `restart_always` is skipped on `host`.
+pub const RESTART_HOST_REASON: &str = "restarting the machine's own Docker engine is not something a check may do; run the sim backend, or restart docker yourself and see that such containers come back";
+
+/// The fix for a `--restart always` CDI container that does not come back.
+pub const RESTART_FIX: &str = "moby#49989 / nixpkgs#353059: upgrade Docker (on NixOS: update nixpkgs so virtualisation.docker.package has the fix); workaround until then: `sudo systemctl restart` the container's unit (e.g. docker-<name>.service of virtualisation.oci-containers) after docker is up, or `docker start <container>`";
+
+/// What the `restart_always` flow saw: a container started with `--restart always`
+/// and `--device nvidia.com/gpu=all`, the engine restarted, the container awaited.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestartOutcome {
+    /// The flow did not run; why (e.g. a rootless engine).
+    NotRun(String),
+    /// The container did not start, or did not list GPUs, before the restart.
+    FirstStartFailed(String),
+    /// The engine could not be restarted.
+    EngineRestartFailed(String),
+    /// Running again after the restart, with a new `nvidia-smi -L` listing.
+    Back {
+        /// The listing before the restart.
+        before: Vec<ListedGpu>,
+        /// The listing after it.
+        after: Vec<ListedGpu>,
+        /// From create until it ran and listed the GPUs.
+        first_start: std::time::Duration,
+        /// The engine's SIGTERM, exit, start and first `/_ping`.
+        engine_restart: std::time::Duration,
+        /// From the engine answering again until the container ran and listed GPUs.
+        back_after: std::time::Duration,
+    },
+    /// Not running again (or without a new listing) within `waited` of the engine
+    /// answering.
+    NotBack {
+        /// How long the harness waited.
+        waited: std::time::Duration,
+        /// Its state at the end.
+        state: ContainerStateFacts,
+        /// The last lines of its log.
+        log: String,
+    },
+    /// An engine call failed during the flow.
+    Error(String),
 }
 
 /// The verdict of `check` from the gathered facts.
@@ -194,6 +240,7 @@ pub fn evaluate(s: &Scenario, facts: &Facts, check: &str) -> Verdict {
         "engine_mode" => engine_mode(s, facts),
         "device_all" => device_all(s, facts),
         "device_isolation" => device_isolation(s, facts),
+        "restart_always" => restart_always(facts),
         "no_leftovers" => match &facts.leftovers {
             None => Verdict::skip("containers were not listed (the engine was not reached)"),
             Some(Err(e)) => {
@@ -930,6 +977,100 @@ fn device_n(facts: &Facts, n: u32) -> Verdict {
     }
 }
 
+fn restart_always(facts: &Facts) -> Verdict {
+    if facts.backend == Some(BackendKind::Host) {
+        return Verdict::skip(RESTART_HOST_REASON);
+    }
+    let uuids =
+        |l: &[ListedGpu]| -> BTreeSet<String> { l.iter().map(|g| g.uuid.clone()).collect() };
+    match &facts.restart_always {
+        None => Verdict::skip("the engine restart was not attempted in this run"),
+        Some(RestartOutcome::NotRun(why)) => Verdict::skip(why.clone()),
+        Some(RestartOutcome::FirstStartFailed(why)) => Verdict::skip(format!(
+            "the `--restart always --device nvidia.com/gpu=all` container did not run before the engine restart, so whether it comes back cannot be told (device_all says why): {why}"
+        )),
+        Some(RestartOutcome::EngineRestartFailed(why)) => {
+            Verdict::fail(format!("the engine could not be restarted: {why}"), None)
+        }
+        Some(RestartOutcome::Error(e)) => Verdict::fail(
+            format!("the restart check could not finish: {e}"),
+            hint_for(e),
+        ),
+        Some(RestartOutcome::Back {
+            before,
+            after,
+            first_start,
+            engine_restart,
+            back_after,
+        }) => {
+            if uuids(before) == uuids(after) && !after.is_empty() {
+                Verdict::pass(format!(
+                    "the `--restart always` container with --device nvidia.com/gpu=all ran again {back_after:.1?} after the engine restart ({engine_restart:.1?}) and lists the same {} GPU(s) (first start {first_start:.1?})",
+                    after.len()
+                ))
+            } else {
+                Verdict::fail(
+                    format!(
+                        "the `--restart always` container came back after the engine restart but lists {} GPU(s) ({}) instead of {} ({})",
+                        after.len(),
+                        after
+                            .iter()
+                            .map(|g| g.uuid.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        before.len(),
+                        before
+                            .iter()
+                            .map(|g| g.uuid.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Some(RESTART_FIX.into()),
+                )
+            }
+        }
+        Some(RestartOutcome::NotBack { waited, state, log }) => {
+            let mut message = format!(
+                "the `--restart always` container with --device nvidia.com/gpu=all was not running again with its GPUs {waited:.1?} after the engine restarted: state {}{}, exit code {}, restarts {}",
+                if state.status.is_empty() {
+                    "unknown"
+                } else {
+                    state.status.as_str()
+                },
+                if state.running {
+                    " (but no new nvidia-smi -L listing)"
+                } else {
+                    ""
+                },
+                state.exit_code,
+                state.restart_count
+            );
+            if !state.error.is_empty() {
+                message.push_str(&format!(", error: {}", state.error));
+            }
+            let tail = first_lines(&last_lines_of(log, 3), 3);
+            if !tail.is_empty() {
+                message.push_str(&format!("; its log ends: {tail}"));
+            }
+            let fix = match hint_for(&state.error) {
+                Some(h) if state.error.contains("unresolvable CDI devices") => format!(
+                    "after the restart the engine could not resolve the CDI devices when it restarted the container: this is {RESTART_FIX} ({h})"
+                ),
+                Some(h) => {
+                    format!("{h}; if it only happens after an engine restart: {RESTART_FIX}")
+                }
+                None => RESTART_FIX.to_string(),
+            };
+            Verdict::fail(message, Some(fix))
+        }
+    }
+}
+
+fn last_lines_of(s: &str, n: usize) -> String {
+    let all: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(n)..].join("\n")
+}
+
 fn device_isolation(s: &Scenario, facts: &Facts) -> Verdict {
     let all = match smi_listing(facts, "device_all", "nvidia.com/gpu=all") {
         Ok(g) => g,
@@ -1426,6 +1567,134 @@ mod tests {
         let i = |n: &str| names.iter().position(|x| x == n).expect(n);
         assert!(i("device_all") < i("device_0") && i("device_1") < i("device_isolation"));
         assert!(i("device_isolation") < i("gpus_flag") && i("gpus_flag") < i("no_leftovers"));
+        assert!(i("device_isolation") + 1 == i("restart_always"));
         assert!(!check_names(&scenario(0)).contains(&"device_all".to_string()));
+        assert!(!check_names(&scenario(0)).contains(&"restart_always".to_string()));
+    }
+
+    fn listed(n: u32) -> Vec<ListedGpu> {
+        (0..n)
+            .map(|i| ListedGpu {
+                index: i,
+                name: "NVIDIA H100 80GB HBM3".into(),
+                uuid: format!("GPU-{i}"),
+            })
+            .collect()
+    }
+
+    fn restart_facts(outcome: RestartOutcome) -> Facts {
+        Facts {
+            backend: Some(BackendKind::Sim),
+            restart_always: Some(outcome),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn restart_always_passes_when_the_container_is_back_with_its_gpus() {
+        let f = restart_facts(RestartOutcome::Back {
+            before: listed(2),
+            after: listed(2),
+            first_start: std::time::Duration::from_millis(400),
+            engine_restart: std::time::Duration::from_millis(2300),
+            back_after: std::time::Duration::from_millis(150),
+        });
+        let v = evaluate(&scenario(2), &f, "restart_always");
+        assert_eq!(v.status, Status::Pass, "{v:?}");
+        assert!(v.message.contains("same 2 GPU(s)"), "{}", v.message);
+        let f = restart_facts(RestartOutcome::Back {
+            before: listed(2),
+            after: listed(1),
+            first_start: std::time::Duration::ZERO,
+            engine_restart: std::time::Duration::ZERO,
+            back_after: std::time::Duration::ZERO,
+        });
+        assert_eq!(
+            evaluate(&scenario(2), &f, "restart_always").status,
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn restart_always_not_restarted_names_the_state_and_the_fix() {
+        // The container stayed exited after the daemon restart (killed at shutdown).
+        let f = restart_facts(RestartOutcome::NotBack {
+            waited: std::time::Duration::from_secs(20),
+            state: ContainerStateFacts {
+                status: "exited".into(),
+                running: false,
+                exit_code: 137,
+                ..Default::default()
+            },
+            log: "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)\n".into(),
+        });
+        let v = evaluate(&scenario(1), &f, "restart_always");
+        assert_eq!(v.status, Status::Fail);
+        assert!(v.message.contains("state exited"), "{}", v.message);
+        assert!(v.message.contains("exit code 137"), "{}", v.message);
+        assert!(v.fix.as_deref().is_some_and(|f| f.contains("moby#49989")));
+    }
+
+    #[test]
+    fn restart_always_unresolvable_devices_after_restart_is_the_regression() {
+        // The engine's message for a CDI device it cannot resolve (measured at create);
+        // moby#49989 leaves it as the container's error after the daemon restart.
+        let error = "unresolvable CDI devices nvidia.com/gpu=all";
+        let f = restart_facts(RestartOutcome::NotBack {
+            waited: std::time::Duration::from_secs(20),
+            state: ContainerStateFacts {
+                status: "exited".into(),
+                exit_code: 128,
+                error: error.into(),
+                ..Default::default()
+            },
+            log: String::new(),
+        });
+        let v = evaluate(&scenario(1), &f, "restart_always");
+        assert_eq!(v.status, Status::Fail);
+        assert!(
+            v.message.contains("unresolvable CDI devices"),
+            "{}",
+            v.message
+        );
+        let fix = v.fix.unwrap_or_default();
+        assert!(fix.contains("this is moby#49989"), "{fix}");
+        assert!(fix.contains("systemctl restart"), "{fix}");
+        let f = restart_facts(RestartOutcome::Error(
+            "the engine at unix:///x did not answer `inspect container` within 20 s".into(),
+        ));
+        assert_eq!(
+            evaluate(&scenario(1), &f, "restart_always").status,
+            Status::Fail
+        );
+    }
+
+    #[test]
+    fn restart_always_skips_on_host_and_without_a_first_run() {
+        let f = Facts {
+            backend: Some(BackendKind::Host),
+            ..Default::default()
+        };
+        let v = evaluate(&scenario(1), &f, "restart_always");
+        assert_eq!(v.status, Status::Skip);
+        assert_eq!(v.message, RESTART_HOST_REASON);
+        let f = restart_facts(RestartOutcome::NotRun(
+            "restarting a rootless private engine is not supported yet".into(),
+        ));
+        let v = evaluate(&scenario(1), &f, "restart_always");
+        assert_eq!(v.status, Status::Skip);
+        assert!(v.message.contains("rootless"));
+        let f = restart_facts(RestartOutcome::FirstStartFailed(
+            "unresolvable CDI devices nvidia.com/gpu=all".into(),
+        ));
+        assert_eq!(
+            evaluate(&scenario(1), &f, "restart_always").status,
+            Status::Skip
+        );
+        let f = restart_facts(RestartOutcome::EngineRestartFailed("dockerd exited".into()));
+        assert_eq!(
+            evaluate(&scenario(1), &f, "restart_always").status,
+            Status::Fail
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder,
@@ -451,9 +453,8 @@ impl Engine {
         self.bounded("pull", self.timeouts.pull, fut).await
     }
 
-    /// Runs one container to completion and removes it, whatever happens. An engine
-    /// refusal (the `--gpus` and unresolvable-device errors) is an outcome, not an error.
-    pub async fn run(&self, req: &RunRequest) -> Result<RunOutcome, EngineError> {
+    /// The create body of a labelled container for `req` (network none, its devices).
+    fn create_body(&self, req: &RunRequest) -> ContainerCreateBody {
         let mut device_requests = Vec::new();
         if !req.cdi_devices.is_empty() {
             // What the CLI sends for `--device vendor.com/class=name`.
@@ -470,7 +471,7 @@ impl Engine {
             (RUN_LABEL.to_string(), self.run_id.clone()),
             (CHECK_LABEL.to_string(), req.check.clone()),
         ]);
-        let body = ContainerCreateBody {
+        ContainerCreateBody {
             image: Some(req.image.clone()),
             cmd: Some(req.command.clone()),
             labels: Some(labels),
@@ -487,7 +488,13 @@ impl Engine {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        }
+    }
+
+    /// Runs one container to completion and removes it, whatever happens. An engine
+    /// refusal (the `--gpus` and unresolvable-device errors) is an outcome, not an error.
+    pub async fn run(&self, req: &RunRequest) -> Result<RunOutcome, EngineError> {
+        let body = self.create_body(req);
         let created = match self
             .call("create container", self.docker.create_container(None, body))
             .await
@@ -563,6 +570,88 @@ impl Engine {
         })
     }
 
+    /// Creates and starts a labelled container that keeps running (`docker run -d
+    /// --restart always --stop-timeout 1 …` when `restart_always`), without waiting for
+    /// it. `Ok(Err(message))`: the engine refused to create or start it (a created
+    /// container is removed again). The caller removes it; the label sweep is the
+    /// safety net.
+    pub async fn start_detached(
+        &self,
+        req: &RunRequest,
+        restart_always: bool,
+        stop_timeout: Option<i64>,
+    ) -> Result<Result<String, String>, EngineError> {
+        let mut body = self.create_body(req);
+        body.stop_timeout = stop_timeout;
+        if restart_always && let Some(hc) = body.host_config.as_mut() {
+            hc.restart_policy = Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ALWAYS),
+                maximum_retry_count: None,
+            });
+        }
+        let id = match self
+            .call("create container", self.docker.create_container(None, body))
+            .await
+        {
+            Ok(c) => c.id,
+            Err(EngineError::Daemon {
+                message, status, ..
+            }) if status != 404 || !message.contains("No such image") => {
+                return Ok(Err(message));
+            }
+            Err(e) => return Err(e),
+        };
+        match self
+            .call("start container", self.docker.start_container(&id, None))
+            .await
+        {
+            Ok(()) => Ok(Ok(id)),
+            Err(e) => {
+                let _ = self.remove(&id).await;
+                match e {
+                    EngineError::Daemon { message, .. } => Ok(Err(message)),
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    /// A container's state as `docker inspect` shows it.
+    pub async fn container_state(&self, id: &str) -> Result<ContainerStateFacts, EngineError> {
+        let c = self
+            .call("inspect container", self.docker.inspect_container(id, None))
+            .await?;
+        let st = c.state.unwrap_or_default();
+        Ok(ContainerStateFacts {
+            status: st.status.map(|s| s.to_string()).unwrap_or_default(),
+            running: st.running.unwrap_or(false),
+            restarting: st.restarting.unwrap_or(false),
+            exit_code: st.exit_code.unwrap_or(0),
+            error: st.error.unwrap_or_default(),
+            started_at: st.started_at.unwrap_or_default(),
+            restart_count: c.restart_count.unwrap_or(0),
+        })
+    }
+
+    /// A container's whole log so far (stdout and stderr), without following it.
+    pub async fn container_logs(&self, id: &str) -> Result<String, EngineError> {
+        let docker = self.docker.clone();
+        let log_id = id.to_string();
+        self.call("container logs", async move {
+            let opts = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut stream = docker.logs(&log_id, Some(opts));
+            let mut out = String::new();
+            while let Some(item) = stream.next().await {
+                out.push_str(&String::from_utf8_lossy(&item?.into_bytes()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Force-removes one container (and its anonymous volumes); a container already gone is fine.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
         let opts = RemoveContainerOptionsBuilder::default()
@@ -606,6 +695,25 @@ impl Engine {
         }
         Ok(ids.len())
     }
+}
+
+/// What `docker inspect` says of a container's state (the fields the checks read).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerStateFacts {
+    /// `created`, `running`, `restarting`, `exited`, …
+    pub status: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// Whether the engine is about to restart it.
+    pub restarting: bool,
+    /// The last exit code.
+    pub exit_code: i64,
+    /// The engine's error from the last start attempt (e.g. `unresolvable CDI devices`).
+    pub error: String,
+    /// When it was last started (RFC 3339).
+    pub started_at: String,
+    /// How often the engine restarted it by its policy.
+    pub restart_count: i64,
 }
 
 /// What the CLI sends for `--gpus VALUE` (`all`, `2`, `device=0,1`).

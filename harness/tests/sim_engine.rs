@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceRequest, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
@@ -523,6 +525,195 @@ async fn a_failing_start_reports_the_log_and_cleans_up() {
     assert!(!Path::new(&root).exists(), "{root} left behind");
     let marker = root.trim_start_matches("/tmp/");
     assert!(processes_with(marker).is_empty());
+}
+
+/// A running container's state and log (`running`, `StartedAt`, its whole log).
+async fn state_and_log(docker: &Docker, id: &str) -> (bool, String, String) {
+    let c = docker.inspect_container(id, None).await.unwrap();
+    let st = c.state.unwrap_or_default();
+    let mut logs = docker.logs(
+        id,
+        Some(LogsOptionsBuilder::new().stdout(true).stderr(true).build()),
+    );
+    let mut text = String::new();
+    while let Some(chunk) = logs.next().await {
+        text.push_str(&chunk.unwrap().to_string());
+    }
+    (
+        st.running.unwrap_or(false),
+        st.started_at.unwrap_or_default(),
+        text,
+    )
+}
+
+/// Polls until the container runs and its log holds `listings` copies of `expected`.
+async fn await_listings(
+    docker: &Docker,
+    id: &str,
+    expected: &str,
+    listings: usize,
+    limit: Duration,
+) -> (String, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (running, started, log) = state_and_log(docker, id).await;
+        if running && log.matches(expected).count() >= listings {
+            return (started, log);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not running with {listings} listing(s) within {limit:?}: running {running}, log {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// moby#49989: a `--restart always` container with a CDI device must come back after the
+// engine restarts, and the restarted engine must be taken down completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_engine_brings_back_restart_always_cdi_containers() {
+    if let Some(reason) = skip_reason() {
+        cannot_run(&reason);
+        return;
+    }
+    let mut engine = PrivateEngine::start(EngineOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let root: PathBuf = engine.root().to_path_buf();
+    let socket = engine.socket_path().to_path_buf();
+    let marker = engine.marker().to_string();
+    let command_line = engine.command_line().to_string();
+    let gpus = sim_gpus(2);
+    let support = root.join("support");
+    write_support_files(&support, &gpus).unwrap();
+    std::fs::write(
+        engine.spec_dirs()[0].join(SPEC_FILE_NAME),
+        sim_spec_json(&gpus, &support),
+    )
+    .unwrap();
+    let docker = engine.client().await.unwrap_or_else(|e| panic!("{e}"));
+    import_image(
+        &docker,
+        SIM_IMAGE,
+        busybox_rootfs_tar().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The engine may need a moment to pick up the spec written after its start.
+    let probe = run_when(
+        &docker,
+        "probe",
+        &["nvidia-smi", "-L"],
+        &["nvidia.com/gpu=all"],
+        |r| r.is_ok(),
+    )
+    .await;
+    probe.unwrap_or_else(|e| panic!("{e}\n{}", engine.log_tail(20)));
+
+    let body = ContainerCreateBody {
+        image: Some(SIM_IMAGE.to_string()),
+        cmd: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "nvidia-smi -L && sleep 600".into(),
+        ]),
+        stop_timeout: Some(1),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_string()),
+            device_requests: Some(vec![DeviceRequest {
+                driver: Some("cdi".to_string()),
+                device_ids: Some(vec!["nvidia.com/gpu=all".to_string()]),
+                ..Default::default()
+            }]),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::ALWAYS),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name("always").build()),
+            body,
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    let expected = expected_smi_list(&gpus);
+    let (started_before, _) =
+        await_listings(&docker, &created.id, &expected, 1, Duration::from_secs(20)).await;
+    let old_pid = engine.pid().expect("running");
+    drop(docker);
+
+    let t = Instant::now();
+    engine.restart().await.unwrap_or_else(|e| panic!("{e}"));
+    let restart_time = t.elapsed();
+    let new_pid = engine.pid().expect("running again");
+    assert_ne!(old_pid, new_pid);
+    assert!(
+        !Path::new(&format!("/proc/{old_pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{old_pid}/cmdline"))
+                .map_or(true, |c| !c.contains(&marker)),
+        "the old dockerd {old_pid} still runs"
+    );
+    assert_eq!(engine.command_line(), command_line);
+    assert!(socket.exists());
+
+    let docker = engine.client().await.unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let (started_after, log) =
+        await_listings(&docker, &created.id, &expected, 2, Duration::from_secs(20)).await;
+    let back_time = t.elapsed();
+    assert_ne!(started_before, started_after, "{log}");
+    drop(docker);
+
+    let t = Instant::now();
+    engine.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    let stop_time = t.elapsed();
+    assert_gone(&root, &socket, &marker);
+    eprintln!(
+        "timings: engine restart (SIGTERM with a running --restart always container, start, ping) {restart_time:?}, container back {back_time:?}, stop {stop_time:?}"
+    );
+}
+
+// A restart whose dockerd cannot start again: the error says why, stop still removes all.
+#[tokio::test]
+async fn a_failed_restart_reports_why_and_stop_cleans_up() {
+    if let Some(reason) = skip_reason() {
+        cannot_run(&reason);
+        return;
+    }
+    let mut engine = PrivateEngine::start(EngineOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let root: PathBuf = engine.root().to_path_buf();
+    let socket = engine.socket_path().to_path_buf();
+    let marker = engine.marker().to_string();
+    // The same command line now reads a configuration dockerd refuses.
+    std::fs::write(
+        root.join("daemon.json"),
+        r#"{"runtimes": {"runc": {"path": "/bin/true"}}}"#,
+    )
+    .unwrap();
+    let err = engine
+        .restart()
+        .await
+        .expect_err("dockerd must refuse the changed config");
+    let text = err.to_string();
+    assert!(
+        matches!(err, SimError::EngineStart(ref f) if f.exit_status.is_some()),
+        "{text}"
+    );
+    assert!(text.contains("is reserved"), "{text}");
+    engine.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_gone(&root, &socket, &marker);
+    assert!(
+        engine.restart().await.is_err(),
+        "a stopped engine must not restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

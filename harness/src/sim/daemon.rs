@@ -143,6 +143,22 @@ pub struct PrivateEngine {
     stopped: bool,
     final_log: String,
     rootless: Option<RootlessRun>,
+    /// How to start dockerd again ([`PrivateEngine::restart`]); `None` for a rootless
+    /// engine, which cannot be restarted yet.
+    relaunch: Option<Relaunch>,
+    /// Processes of engine runs before a restart (see [`process_tree`]): cleanup kills
+    /// those still alive too.
+    earlier_trees: Vec<(i32, u64)>,
+}
+
+/// What a rootful dockerd was started with, to start it again exactly so.
+#[derive(Debug, Clone)]
+struct Relaunch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    path_env: OsString,
+    log_path: PathBuf,
+    start_timeout: Duration,
 }
 
 impl PrivateEngine {
@@ -243,6 +259,13 @@ impl PrivateEngine {
             "--ip6tables=false".into(),
             "--bridge=none".into(),
         ];
+        let relaunch = plan.is_none().then(|| Relaunch {
+            program: dockerd.clone(),
+            args: args.clone(),
+            path_env: path_env.clone(),
+            log_path: log_path.clone(),
+            start_timeout: opts.start_timeout,
+        });
         let (program, command_line) = match (&plan, &layout) {
             (Some(p), Some(l)) => (p.script.clone(), p.command_line(l, &args)),
             _ => (
@@ -294,23 +317,7 @@ impl PrivateEngine {
                 if let Some(setup) = &child_setup {
                     setup.apply()?;
                 }
-                // SIGTERM, not SIGKILL: dockerd then still stops its containers
-                // (rootlesskit forwards it to dockerd).
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGTERM as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() as u32 != parent {
-                    libc::raise(libc::SIGTERM);
-                }
-                Ok(())
+                die_with_parent(parent)
             });
         }
 
@@ -337,6 +344,8 @@ impl PrivateEngine {
                 rootlesskit: p.rootlesskit.clone(),
                 path_env: p.path_env.clone(),
             }),
+            relaunch,
+            earlier_trees: Vec::new(),
         };
 
         match engine.wait_ready(opts.start_timeout).await {
@@ -465,6 +474,112 @@ impl PrivateEngine {
             })
     }
 
+    /// Restarts dockerd the way `systemctl restart docker` does: SIGTERM (its containers
+    /// are *not* killed first, so the daemon's own shutdown stops them and records that
+    /// it did), waits for it to exit (bounded by the stop grace; killed and an error
+    /// after it), starts it again with exactly the same command line (config, socket,
+    /// data root, exec root) and waits for `/_ping` (bounded by the start timeout).
+    /// Containers with a restart policy are then the daemon's to bring back. API
+    /// clients must reconnect (the socket path is the same).
+    ///
+    /// Whatever fails, [`Self::stop`] and `Drop` still take everything down.
+    /// A rootless engine answers [`SimError::RestartUnsupported`].
+    pub async fn restart(&mut self) -> Result<(), SimError> {
+        if self.stopped {
+            return Err(SimError::Restart {
+                detail: "the engine was already stopped".into(),
+            });
+        }
+        let Some(relaunch) = self.relaunch.clone() else {
+            return Err(SimError::RestartUnsupported {
+                reason: "restarting a rootless private engine is not supported yet \
+                         (rootlesskit would have to be restarted with dockerd)"
+                    .into(),
+            });
+        };
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(None) = child.try_wait() {
+                if let Some(pid) = child.id() {
+                    self.earlier_trees.extend(process_tree(pid));
+                    // SAFETY: plain kill(2) on our own, not yet reaped, child.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                    }
+                }
+                if tokio::time::timeout(STOP_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    kill_group(child);
+                    let _ = child.start_kill();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                    self.pid = None;
+                    return Err(SimError::Restart {
+                        detail: format!(
+                            "dockerd did not exit within {} s of SIGTERM and was killed; its \
+                             log:\n{}",
+                            STOP_GRACE.as_secs(),
+                            significant_tail(&self.log_tail(200), 15)
+                        ),
+                    });
+                }
+            }
+        }
+        // The old dockerd is gone: its spawning thread may go too.
+        self.keeper.release();
+        let log_start = std::fs::metadata(&relaunch.log_path).map_or(0, |m| m.len());
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&relaunch.log_path)
+            .map_err(|e| SimError::io(format!("opening {}", relaunch.log_path.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| SimError::io(format!("opening {}", relaunch.log_path.display()), e))?;
+        let mut cmd = tokio::process::Command::new(&relaunch.program);
+        cmd.args(&relaunch.args)
+            .env("PATH", &relaunch.path_env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true)
+            .process_group(0);
+        let parent = std::process::id();
+        // SAFETY: the closure runs between fork and exec and only makes the
+        // async-signal-safe calls of `die_with_parent` (prctl, getppid, raise).
+        unsafe {
+            cmd.pre_exec(move || die_with_parent(parent));
+        }
+        let (child, keeper) = spawn_kept(cmd).await.map_err(|e| {
+            SimError::io(format!("starting {} again", relaunch.program.display()), e)
+        })?;
+        self.pid = child.id();
+        self.child = Some(child);
+        self.keeper = keeper;
+        match self.wait_ready(relaunch.start_timeout).await {
+            Ok(()) => Ok(()),
+            Err(exit_status) => {
+                // Only what the new dockerd logged says why it failed.
+                let full = std::fs::read(&relaunch.log_path)
+                    .map(|b| {
+                        let from = (log_start as usize).min(b.len());
+                        last_lines(&String::from_utf8_lossy(&b[from..]), 400)
+                    })
+                    .unwrap_or_default();
+                let cause = failure_cause(&full);
+                let hint = hint_for(&cause);
+                Err(SimError::EngineStart(Box::new(EngineStartFailure {
+                    exit_status,
+                    waited: relaunch.start_timeout,
+                    socket: self.socket.clone(),
+                    cause,
+                    command: self.command_line.clone(),
+                    log_tail: significant_tail(&full, 25),
+                    hint,
+                })))
+            }
+        }
+    }
+
     /// Kills the engine's running containers (it is disposable; this saves dockerd's
     /// 10 s per-container stop timeout), then SIGTERM, wait (bounded), SIGKILL if
     /// needed, wait for containerd and shims, kill what is left of this engine, unmount
@@ -498,6 +613,7 @@ impl PrivateEngine {
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
         }
+        tree.extend(self.earlier_trees.iter().copied());
         self.final_log = read_tail(&self.root.join("dockerd.log"), 200);
         self.stopped = true;
         self.keeper.release();
@@ -544,6 +660,7 @@ impl Drop for PrivateEngine {
                 let _ = wait_child_sync(&mut child, Duration::from_secs(2));
             }
         }
+        tree.extend(self.earlier_trees.iter().copied());
         self.keeper.release();
         if let Err(detail) = cleanup(&self.root, &self.marker, self.rootless.as_ref(), &tree) {
             eprintln!(
@@ -552,6 +669,30 @@ impl Drop for PrivateEngine {
             );
         }
     }
+}
+
+/// The forked child's half of `PR_SET_PDEATHSIG`: SIGTERM when the spawning thread
+/// goes, not SIGKILL, so dockerd still stops its containers (rootlesskit forwards it).
+/// Only for `pre_exec`: it calls prctl, getppid and raise, all async-signal-safe.
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: plain system calls without memory arguments.
+    unsafe {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The parent may have died before prctl took effect.
+        if libc::getppid() as u32 != parent {
+            libc::raise(libc::SIGTERM);
+        }
+    }
+    Ok(())
 }
 
 /// Removes the temp dir if `start` fails before the engine owns it.

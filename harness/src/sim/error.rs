@@ -86,6 +86,23 @@ pub enum SimError {
         detail: String,
     },
 
+    /// [`super::PrivateEngine::restart`] is not available for this engine.
+    #[error("{reason}")]
+    RestartUnsupported {
+        /// Why, e.g. the engine is rootless.
+        reason: String,
+    },
+
+    /// Restarting the private engine failed before it was started again.
+    #[error(
+        "restarting the private engine failed: {detail}; `stop` (or dropping the engine) \
+         still removes everything it started"
+    )]
+    Restart {
+        /// What went wrong.
+        detail: String,
+    },
+
     /// No busybox binary was found to build the test image from.
     #[error(
         "no busybox found (tried {}); install Debian's `busybox-static` package \
