@@ -303,43 +303,15 @@ fn config_error(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Scenario files from the given paths (files or directories); `./scenarios` by default.
+/// Scenarios from the given files or directories; `./scenarios` when none is given.
 fn load_scenarios(
     paths: &[PathBuf],
 ) -> Result<(Vec<scenario::Scenario>, PathBuf), scenario::ScenarioError> {
-    let paths = if paths.is_empty() {
-        vec![PathBuf::from("scenarios")]
+    if paths.is_empty() {
+        scenario::load_paths(&[PathBuf::from("scenarios")])
     } else {
-        paths.to_vec()
-    };
-    let mut files = Vec::new();
-    for p in &paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|source| scenario::ScenarioError::ReadDir {
-                    path: p.clone(),
-                    source,
-                })?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
+        scenario::load_paths(paths)
     }
-    let base = paths
-        .first()
-        .map(|p| {
-            if p.is_dir() {
-                p.clone()
-            } else {
-                p.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-        })
-        .unwrap_or_default();
-    Ok((scenario::load_all(&files)?, base))
 }
 
 fn list(paths: &[PathBuf]) -> ExitCode {
@@ -383,8 +355,7 @@ fn run(args: RunArgs) -> ExitCode {
     let backend = match args.backend {
         BackendArg::Host => BackendKind::Host,
         BackendArg::Sim => BackendKind::Sim,
-        BackendArg::Auto if Path::new("/dev/nvidiactl").exists() => BackendKind::Host,
-        BackendArg::Auto => BackendKind::Sim,
+        BackendArg::Auto => BackendKind::auto(),
     };
     let snapshot_dir = args
         .snapshots

@@ -54,6 +54,16 @@ impl BackendKind {
         }
     }
 
+    /// What `--backend auto` means: the machine's own engine where an NVIDIA driver is
+    /// loaded (`/dev/nvidiactl` exists), else the simulated backend.
+    pub fn auto() -> BackendKind {
+        if std::path::Path::new("/dev/nvidiactl").exists() {
+            BackendKind::Host
+        } else {
+            BackendKind::Sim
+        }
+    }
+
     /// Whether results from this backend come from a simulation and must be labelled so.
     pub fn simulated(self) -> bool {
         matches!(self, BackendKind::Sim)

@@ -396,23 +396,39 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 
 /// Loads every `*.toml` in `dir`, sorted by name, rejecting duplicate names.
 pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, ScenarioError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ScenarioError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ScenarioError::ReadDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let p = entry.path();
-        if p.extension().is_some_and(|e| e == "toml") {
-            paths.push(p);
+    load_paths(&[dir.to_path_buf()]).map(|(scenarios, _)| scenarios)
+}
+
+/// Scenario files and directories as a user names them on a command line: a directory
+/// stands for its `*.toml` files in name order. Also returns the directory of the first
+/// path, where the nearest `snapshots/` is looked for.
+pub fn load_paths(paths: &[PathBuf]) -> Result<(Vec<Scenario>, PathBuf), ScenarioError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            files.push(p.clone());
+            continue;
         }
+        let read_dir = |source| ScenarioError::ReadDir {
+            path: p.clone(),
+            source,
+        };
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(p).map_err(read_dir)? {
+            let path = entry.map_err(read_dir)?.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                found.push(path);
+            }
+        }
+        found.sort();
+        files.extend(found);
     }
-    paths.sort();
-    load_all(&paths)
+    let base = match paths.first() {
+        Some(p) if p.is_dir() => p.clone(),
+        Some(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => PathBuf::new(),
+    };
+    Ok((load_all(&files)?, base))
 }
 
 /// Loads several files, rejecting two that share a scenario name.

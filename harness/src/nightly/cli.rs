@@ -138,24 +138,6 @@ fn report_history(state_dir: &Path, html: Option<&Path>) -> u8 {
 }
 
 /// Scenario files from paths (files or directories, `*.toml` sorted).
-fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(p.clone());
-        }
-    }
-    Ok(files)
-}
-
 /// Runs `nightly`; returns the exit code: 0 accepted, 1 regressed, 2 no verdict.
 pub fn nightly_command(args: NightlyArgs) -> u8 {
     let paths = if !args.scenarios.is_empty() {
@@ -165,41 +147,18 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
     } else {
         vec![PathBuf::from("scenarios")]
     };
-    let files = match scenario_files(&paths) {
-        Ok(f) if !f.is_empty() => f,
-        Ok(_) => {
+    let (scenarios, base) = match scenario::load_paths(&paths) {
+        Ok((s, _)) if s.is_empty() => {
             eprintln!("error: no scenario files found in {paths:?}; pass --scenario PATH");
             return 2;
         }
+        Ok(found) => found,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
-    let scenarios = match scenario::load_all(&files) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
-    let backend = args
-        .backend
-        .unwrap_or(if Path::new("/dev/nvidiactl").exists() {
-            BackendKind::Host
-        } else {
-            BackendKind::Sim
-        });
-    let base = paths
-        .first()
-        .map(|p| {
-            if p.is_dir() {
-                p.clone()
-            } else {
-                p.parent().map(Path::to_path_buf).unwrap_or_default()
-            }
-        })
-        .unwrap_or_default();
+    let backend = args.backend.unwrap_or_else(BackendKind::auto);
     let snapshot_dir = args
         .snapshots
         .clone()
