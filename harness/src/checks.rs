@@ -1052,9 +1052,17 @@ fn restart_always(facts: &Facts) -> Verdict {
             if !tail.is_empty() {
                 message.push_str(&format!("; its log ends: {tail}"));
             }
+            // The container ran with its GPUs before the restart, so CDI was on then: a
+            // CDI error now means the engine restored the container before its CDI
+            // driver or cache was ready. Measured: engine 26.1 fails so with
+            // `could not select device driver "cdi"`, engine 28.5 brings it back.
+            let after_restart_cdi_error = state.error.contains("unresolvable CDI devices")
+                || state
+                    .error
+                    .contains(r#"could not select device driver "cdi""#);
             let fix = match hint_for(&state.error) {
-                Some(h) if state.error.contains("unresolvable CDI devices") => format!(
-                    "after the restart the engine could not resolve the CDI devices when it restarted the container: this is {RESTART_FIX} ({h})"
+                Some(_) if after_restart_cdi_error => format!(
+                    "the container had its GPUs before the engine restarted, and the restarted engine could not give them back: this is {RESTART_FIX}"
                 ),
                 Some(h) => {
                     format!("{h}; if it only happens after an engine restart: {RESTART_FIX}")
@@ -1633,6 +1641,30 @@ mod tests {
         assert!(v.message.contains("state exited"), "{}", v.message);
         assert!(v.message.contains("exit code 137"), "{}", v.message);
         assert!(v.fix.as_deref().is_some_and(|f| f.contains("moby#49989")));
+    }
+
+    #[test]
+    fn restart_always_cdi_driver_missing_after_restart_is_the_regression_measured_on_26_1() {
+        // Verbatim from engine 26.1.5 (Debian trixie) after a daemon restart: the
+        // container had listed its GPU before.
+        let f = restart_facts(RestartOutcome::NotBack {
+            waited: std::time::Duration::from_secs(20),
+            state: ContainerStateFacts {
+                status: "exited".into(),
+                exit_code: 137,
+                error: r#"could not select device driver "cdi" with capabilities: []"#.into(),
+                ..Default::default()
+            },
+            log: "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)\n".into(),
+        });
+        let v = evaluate(&scenario(1), &f, "restart_always");
+        assert_eq!(v.status, Status::Fail);
+        let fix = v.fix.unwrap_or_default();
+        assert!(fix.contains("this is moby#49989"), "{fix}");
+        assert!(
+            !fix.contains("CDI is off"),
+            "the engine had CDI before the restart: {fix}"
+        );
     }
 
     #[test]
