@@ -764,6 +764,99 @@ mod tests {
         assert_eq!(uuids.len(), 8);
     }
 
+    /// An inventory as NVML would give it for a recorded `nvidia-smi -L` listing.
+    fn inventory_from(listing: &str) -> Inventory {
+        let mut gpus = parse_smi_list_with_mig(listing);
+        for g in &mut gpus {
+            g.minor = Some(g.index);
+        }
+        Inventory {
+            driver_version: "580.159.04".into(),
+            cuda_version: None,
+            gpus,
+            source: "fixture".into(),
+            simulated: false,
+        }
+    }
+
+    /// What `nvidia-smi -L` prints inside a container that sees only `gpu`.
+    fn single(gpu: &Gpu) -> String {
+        format!("GPU 0: {} (UUID: {})\n", gpu.name, gpu.uuid)
+    }
+
+    #[rstest::rstest]
+    #[case::eight_h100("gpu/h100x8-nvidia-smi-L.txt", 8)]
+    #[case::four_a100_one_in_mig("gpu/a100x4-one-mig-nvidia-smi-L.txt", 4)]
+    #[case::one_a100_in_mig("gpu/a100-mig-nvidia-smi-L.txt", 1)]
+    fn containers_cross_check_recorded_machines(#[case] rel: &str, #[case] count: usize) {
+        let text = fixture(rel);
+        let inv = inventory_from(&text);
+        assert_eq!(inv.gpus.len(), count);
+        // `all` prints the host's listing (MIG lines included); each gpu=N only GPU N.
+        let mut runs = BTreeMap::from([("device_all".to_string(), listing(&text))]);
+        for g in &inv.gpus {
+            runs.insert(format!("device_{}", g.index), listing(&single(g)));
+        }
+        let v = check_containers(&inv, &runs);
+        assert_eq!(v.status, Status::Pass, "{}", v.message);
+        assert!(
+            v.message.contains(&format!("each of {count} single-GPU")),
+            "{}",
+            v.message
+        );
+        if count > 1 {
+            // gpu=0 showing GPU 1 is caught by UUID, though nvidia-smi calls both "GPU 0".
+            runs.insert("device_0".into(), listing(&single(&inv.gpus[1])));
+            let v = check_containers(&inv, &runs);
+            assert_eq!(v.status, Status::Fail);
+            assert!(
+                v.message.contains("nvidia.com/gpu=0 shows"),
+                "{}",
+                v.message
+            );
+        }
+        // A GPU missing from `all` is caught too.
+        let fewer: String = text
+            .lines()
+            .filter(|l| !l.contains(&inv.gpus[0].uuid))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        runs.insert("device_all".into(), listing(&fewer));
+        assert_eq!(check_containers(&inv, &runs).status, Status::Fail);
+    }
+
+    #[test]
+    fn an_eight_gpu_spec_is_checked_against_the_recorded_eight_gpus() {
+        let inv = inventory_from(&fixture("gpu/h100x8-nvidia-smi-L.txt"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let support = dir.path().join("support");
+        let write = |gpus: u32| {
+            let path = dir.path().join(format!("spec{gpus}.json"));
+            std::fs::write(
+                &path,
+                crate::sim::sim_spec_json(&crate::sim::sim_gpus(gpus), &support),
+            )
+            .expect("write");
+            let spec = crate::cdi::load_spec_file(&path).expect("spec loads");
+            LoadedSpec {
+                path,
+                dir_index: 0,
+                spec,
+                problems: Vec::new(),
+            }
+        };
+        let v = check_spec_against(&inv, Some(&write(8)));
+        assert_eq!(v.status, Status::Pass, "{}", v.message);
+        // A spec generated before two GPUs were added misses them by name.
+        let v = check_spec_against(&inv, Some(&write(6)));
+        assert_eq!(v.status, Status::Fail);
+        assert!(
+            v.message.contains("GPU 6") && v.message.contains("GPU 7"),
+            "{}",
+            v.message
+        );
+    }
+
     #[test]
     fn real_h100_spec_matches_its_gpu() {
         let v = check_spec_against(&h100(), Some(&loaded("h100/nvidia-container-toolkit.json")));
