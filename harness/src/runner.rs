@@ -618,8 +618,20 @@ async fn gather(
             _ => None,
         }
     };
-    let ((info, info_time, dirs, source, registry, spec_time, snapshot), cli, runs) =
-        tokio::join!(spec_chain, cli_fut, runs_fut);
+    // NVML's init takes up to a second on a real GPU host: it runs beside the rest.
+    let gpu_fut = async {
+        if ["gpu_spec", "gpu_containers", "spec_fresh"]
+            .iter()
+            .any(|c| wants(c))
+        {
+            Some(gpu_facts(s, opts.backend).await)
+        } else {
+            None
+        }
+    };
+    let ((info, info_time, dirs, source, registry, spec_time, snapshot), cli, runs, gpu) =
+        tokio::join!(spec_chain, cli_fut, runs_fut, gpu_fut);
+    facts.gpu = gpu;
 
     for n in [
         "info_spec_dirs",
@@ -636,12 +648,6 @@ async fn gather(
     facts.spec_dirs = dirs;
     facts.spec_dirs_source = source;
     facts.registry = registry;
-    if ["gpu_spec", "gpu_containers", "spec_fresh"]
-        .iter()
-        .any(|c| wants(c))
-    {
-        facts.gpu = Some(gpu_facts(s, opts.backend).await);
-    }
     for n in ["spec_present", "spec_valid", "spec_devices"] {
         timings.insert(n.into(), spec_time);
     }
