@@ -335,6 +335,44 @@ fn assert_gone(root: &Path, socket: &Path, marker: &str) {
     assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
 }
 
+/// Imports the busybox image, runs `nvidia-smi -L` with `nvidia.com/gpu=all` and asserts
+/// it lists exactly `gpus`; returns the import and run times and the listing.
+async fn import_and_list_all(
+    docker: &Docker,
+    engine: &PrivateEngine,
+    gpus: &[cdi_harness::sim::SimGpu],
+) -> (Duration, Duration, String) {
+    let t1 = Instant::now();
+    import_image(
+        docker,
+        SIM_IMAGE,
+        busybox_rootfs_tar().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let import_time = t1.elapsed();
+    let t2 = Instant::now();
+    let all = run_when(
+        docker,
+        "all",
+        &["nvidia-smi", "-L"],
+        &["nvidia.com/gpu=all"],
+        |r| r.is_ok(),
+    )
+    .await;
+    let run_time = t2.elapsed();
+    let (code, out) = all.unwrap_or_else(|e| {
+        panic!(
+            "run with nvidia.com/gpu=all failed: {e}\n{}",
+            engine.log_tail(30)
+        )
+    });
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, expected_smi_list(gpus));
+    (import_time, run_time, out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
     if let Some(reason) = skip_reason() {
@@ -365,35 +403,7 @@ async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
     .unwrap();
 
     let docker = engine.client().await.unwrap_or_else(|e| panic!("{e}"));
-    let t1 = Instant::now();
-    import_image(
-        &docker,
-        SIM_IMAGE,
-        busybox_rootfs_tar().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let import_time = t1.elapsed();
-
-    let t2 = Instant::now();
-    let all = run_when(
-        &docker,
-        "all",
-        &["nvidia-smi", "-L"],
-        &["nvidia.com/gpu=all"],
-        |r| r.is_ok(),
-    )
-    .await;
-    let run_time = t2.elapsed();
-    let (code, out) = all.unwrap_or_else(|e| {
-        panic!(
-            "run with nvidia.com/gpu=all failed: {e}\n{}",
-            engine.log_tail(20)
-        )
-    });
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(out, expected_smi_list(&gpus));
+    let (import_time, run_time, _) = import_and_list_all(&docker, &engine, &gpus).await;
 
     // One device: only GPU 2 is visible, numbered 0 as on a real host.
     let (code, out) = run(&docker, "one", &["nvidia-smi", "-L"], &["nvidia.com/gpu=2"])
@@ -768,35 +778,7 @@ async fn rootless_engine_runs_cdi_containers_and_leaves_nothing() {
     let cdi_dirs = info.cdi_spec_dirs.clone().unwrap_or_default();
     assert_eq!(cdi_dirs, vec![spec_dir.display().to_string()]);
 
-    let t1 = Instant::now();
-    import_image(
-        &docker,
-        SIM_IMAGE,
-        busybox_rootfs_tar().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let import_time = t1.elapsed();
-
-    let t2 = Instant::now();
-    let all = run_when(
-        &docker,
-        "all",
-        &["nvidia-smi", "-L"],
-        &["nvidia.com/gpu=all"],
-        |r| r.is_ok(),
-    )
-    .await;
-    let run_time = t2.elapsed();
-    let (code, out) = all.unwrap_or_else(|e| {
-        panic!(
-            "run with nvidia.com/gpu=all failed: {e}\n{}",
-            engine.log_tail(30)
-        )
-    });
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(out, expected_smi_list(&gpus));
+    let (import_time, run_time, out) = import_and_list_all(&docker, &engine, &gpus).await;
     assert_eq!(out.lines().count(), 2, "{out}");
 
     // One device: only GPU 1, numbered 0 as on a real host.

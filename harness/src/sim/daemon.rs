@@ -301,13 +301,7 @@ impl PrivateEngine {
                 cmd.args(&args).env("PATH", &path_env);
             }
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .kill_on_drop(true)
-            // Its own process group: Ctrl-C in the harness's terminal must not reach
-            // dockerd before the harness has removed its containers.
-            .process_group(0);
+        detach_into_log(&mut cmd, log, log2);
         let parent = std::process::id();
         // SAFETY: the closure runs between fork and exec and only makes system calls
         // (ChildSetup::apply: unshare, mount, mknod, chown, setgroups, setgid, setuid;
@@ -536,13 +530,8 @@ impl PrivateEngine {
             .try_clone()
             .map_err(|e| SimError::io(format!("opening {}", relaunch.log_path.display()), e))?;
         let mut cmd = tokio::process::Command::new(&relaunch.program);
-        cmd.args(&relaunch.args)
-            .env("PATH", &relaunch.path_env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .kill_on_drop(true)
-            .process_group(0);
+        cmd.args(&relaunch.args).env("PATH", &relaunch.path_env);
+        detach_into_log(&mut cmd, log, log2);
         let parent = std::process::id();
         // SAFETY: the closure runs between fork and exec and only makes the
         // async-signal-safe calls of `die_with_parent` (prctl, getppid, raise).
@@ -887,6 +876,17 @@ fn engine_path(dockerd: &Path) -> OsString {
         }
     });
     std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from("/usr/sbin:/usr/bin:/sbin:/bin"))
+}
+
+/// How dockerd is spawned, at start and at restart: output to its log, killed with the
+/// harness, and in its own process group, so that Ctrl-C in the harness's terminal does
+/// not reach dockerd before the harness has removed its containers.
+fn detach_into_log(cmd: &mut tokio::process::Command, log: std::fs::File, log2: std::fs::File) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .kill_on_drop(true)
+        .process_group(0);
 }
 
 /// Whether `p` is a regular file someone may execute (shared with `rootless`).
