@@ -63,6 +63,14 @@ impl ChangeKind {
     /// Classifies a check from its old and new status (`None`: absent from that report).
     pub fn classify(old: Option<Status>, new: Option<Status>) -> Option<ChangeKind> {
         use Status::{Fail, Pass, Skip};
+        // An xfail is a scenario's expected state (a pass of its diagnosis); a new
+        // snapshot compared nothing, like a skip.
+        let plain = |s: Status| match s {
+            Status::Xfail => Pass,
+            Status::New => Skip,
+            other => other,
+        };
+        let (old, new) = (old.map(plain), new.map(plain));
         Some(match (old, new) {
             (None, None) => return None,
             (None, Some(_)) => ChangeKind::New,
@@ -72,6 +80,9 @@ impl ChangeKind {
             (Some(Fail), Some(Pass)) => ChangeKind::Fixed,
             (Some(Pass | Fail), Some(Skip)) => ChangeKind::NowSkipped,
             (Some(Pass | Skip), Some(Pass)) | (Some(Skip), Some(Skip)) => ChangeKind::Unchanged,
+            (Some(Status::Xfail | Status::New), _) | (_, Some(Status::Xfail | Status::New)) => {
+                ChangeKind::Unchanged
+            }
         })
     }
 }
@@ -373,6 +384,8 @@ mod tests {
             status,
             message: message.into(),
             fix: (status == Status::Fail).then(|| format!("fix {check}")),
+            cause: None,
+            evidence: None,
             duration: Duration::from_millis(10),
             backend: BackendKind::Sim,
             simulated: true,
@@ -390,6 +403,7 @@ mod tests {
             results,
             flake_inputs: None,
             specs: BTreeMap::new(),
+            interrupted: false,
         }
     }
 

@@ -101,8 +101,9 @@ impl Step {
     fn from_verdict(name: &'static str, v: crate::checks::Verdict) -> Step {
         match v.status {
             Status::Pass => Step::ok(name, v.message),
-            Status::Skip => Step::skipped(name, v.message),
-            Status::Fail => Step {
+            // A doctor step never carries a scenario's expectation or a snapshot.
+            Status::Skip | Status::New => Step::skipped(name, v.message),
+            Status::Fail | Status::Xfail => Step {
                 fix: v.fix,
                 ..Step::new(name, StepStatus::Problem, v.message)
             },

@@ -153,6 +153,7 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
         results,
         flake_inputs: None,
         specs,
+        interrupted: opts.cancel.is_cancelled(),
     }
 }
 
@@ -176,6 +177,8 @@ fn result(
         status: v.status,
         message: v.message,
         fix: v.fix,
+        cause: None,
+        evidence: None,
         duration,
         backend,
         simulated: backend.simulated(),
