@@ -99,6 +99,16 @@ pub enum EngineError {
         /// What bollard said.
         message: String,
     },
+    /// The engine's wait for a container ended without an exit status.
+    #[error(
+        "the engine at {endpoint} ended its wait for container {id} without an exit status: the engine stopped or restarted under it; check the engine's log (`journalctl -u docker`) and run again"
+    )]
+    NoExitCode {
+        /// Where.
+        endpoint: String,
+        /// The container.
+        id: String,
+    },
     /// The `docker` CLI could not be run.
     #[error("cannot run the docker CLI {cli}: {message}")]
     Cli {
@@ -529,19 +539,27 @@ impl Engine {
         let exit_code = self
             .bounded("wait container", self.timeouts.container, async move {
                 let mut stream = docker.wait_container(&wait_id, None);
-                let mut code = 0;
+                let mut code = None;
                 while let Some(item) = stream.next().await {
                     match item {
-                        Ok(r) => code = r.status_code,
+                        Ok(r) => code = Some(r.status_code),
                         Err(bollard::errors::Error::DockerContainerWaitError {
                             code: c, ..
-                        }) => code = c,
+                        }) => code = Some(c),
                         Err(e) => return Err(e),
                     }
                 }
                 Ok(code)
             })
             .await?;
+        // A wait that ends without a status is not an exit 0: the engine went away (or
+        // restarted) under the container, and nothing says the command succeeded.
+        let Some(exit_code) = exit_code else {
+            return Err(EngineError::NoExitCode {
+                endpoint: self.endpoint.uri.clone(),
+                id: id.to_string(),
+            });
+        };
         let docker = self.docker.clone();
         let log_id = id.to_string();
         let (stdout, stderr) = self

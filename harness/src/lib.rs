@@ -8,11 +8,13 @@
 
 pub mod bench;
 pub mod cdi;
+pub mod check_id;
 pub mod checks;
 pub mod diff;
 pub mod doctor;
 pub mod engine;
 pub mod gpu;
+pub mod hints;
 pub mod host;
 pub mod lint;
 pub mod nightly;
@@ -21,4 +23,5 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sim;
+pub mod smi;
 pub mod snapshot;

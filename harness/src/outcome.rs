@@ -417,3 +417,67 @@ mod duration_secs {
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
+
+/// A check's verdict as its evaluator gives it, before the scenario's declared
+/// expectations are applied and before it becomes a [`CheckResult`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Pass, fail or skip (an evaluator never gives `Xfail` or `New` itself: the
+    /// expectation and the snapshot mapping do).
+    pub status: Status,
+    /// What was seen (for a skip: why).
+    pub message: String,
+    /// What to do about a failure.
+    pub fix: Option<String>,
+    /// Why it failed, when known: what a scenario's `cause = …` is matched against.
+    pub cause: Option<Cause>,
+    /// Where its evidence came from; `None` lets the catalogue give the check's default.
+    pub evidence: Option<Evidence>,
+}
+
+impl Verdict {
+    /// A pass.
+    pub fn pass(message: impl Into<String>) -> Verdict {
+        Verdict::new(Status::Pass, message, None)
+    }
+
+    /// A failure with an optional fix.
+    pub fn fail(message: impl Into<String>, fix: Option<String>) -> Verdict {
+        Verdict::new(Status::Fail, message, fix)
+    }
+
+    /// A skip; the reason is mandatory.
+    pub fn skip(reason: impl Into<String>) -> Verdict {
+        Verdict::new(Status::Skip, reason, None)
+    }
+
+    fn new(status: Status, message: impl Into<String>, fix: Option<String>) -> Verdict {
+        Verdict {
+            status,
+            message: message.into(),
+            fix,
+            cause: None,
+            evidence: None,
+        }
+    }
+
+    /// The same verdict with its cause known.
+    pub fn because(mut self, cause: Cause) -> Verdict {
+        self.cause = Some(cause);
+        self
+    }
+
+    /// The same verdict with its cause, when one is known.
+    pub fn because_of(mut self, cause: Option<Cause>) -> Verdict {
+        if cause.is_some() {
+            self.cause = cause;
+        }
+        self
+    }
+
+    /// The same verdict with its evidence stated.
+    pub fn with_evidence(mut self, evidence: Evidence) -> Verdict {
+        self.evidence = Some(evidence);
+        self
+    }
+}

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cdi::QualifiedName;
+use crate::check_id::CheckId;
+use crate::outcome::Cause;
 
 /// The error text of `docker run --gpus all` on an engine without an NVIDIA runtime
 /// hook, verbatim (measured on engines 20.10, 26.1 and 28.5).
@@ -107,18 +109,27 @@ pub struct RunSpec {
     pub error_contains: Option<String>,
     /// For a success: the output must contain each of these.
     pub stdout_contains: Vec<String>,
+    /// For a failure: the cause the engine's error must have (classified as
+    /// [`crate::hints::classify`] does), when declared.
+    pub cause: Option<Cause>,
     /// Why this is expected: shown when the expectation no longer holds.
     pub why: Option<String>,
 }
 
 /// A check that must fail on the `sim` backend because the scenario models a broken
-/// machine, and what its message must say. On `host` the check reports what is there.
+/// machine, and how to recognise that failure. On `host` the check reports what is
+/// there, and `cdi-harness report judge` applies the same rules to the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpectedFailure {
     /// The check's name.
     pub check: String,
-    /// Each of these must appear in the check's message or fix hint.
+    /// The cause the failure must have, when declared: a failure with another cause
+    /// never counts.
+    pub cause: Option<Cause>,
+    /// Each of these must appear in the check's message (never its fix).
     pub message_contains: Vec<String>,
+    /// Each of these must appear in the check's fix.
+    pub fix_contains: Vec<String>,
 }
 
 /// How the `sim` backend lays out the specs before the engine starts.
@@ -276,9 +287,14 @@ impl Scenario {
         self.expected_failures.iter().find(|f| f.check == check)
     }
 
-    /// The built-in check names this scenario has, plus its declared runs, in report order.
+    /// Every check of this scenario, in report order.
+    pub fn check_ids(&self) -> Vec<CheckId> {
+        crate::check_id::ids_for(self.gpus.count, self.runs.iter().map(|r| r.name.as_str()))
+    }
+
+    /// The names of [`Scenario::check_ids`], as reports and trials use them.
     pub fn check_names(&self) -> Vec<String> {
-        crate::checks::check_names(self)
+        self.check_ids().iter().map(CheckId::name).collect()
     }
 }
 
@@ -351,8 +367,9 @@ struct RawExpect {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawExpectedFailure {
     check: String,
-    #[serde(default)]
-    message_contains: Vec<String>,
+    cause: Option<String>,
+    message_contains: Option<Vec<String>>,
+    fix_contains: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +386,7 @@ struct RawRun {
     error_contains: Option<String>,
     #[serde(default)]
     stdout_contains: Vec<String>,
+    cause: Option<String>,
     why: Option<String>,
 }
 
@@ -561,7 +579,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 ),
             ));
         }
-        if crate::checks::is_builtin(&r.name) {
+        if crate::check_id::is_builtin(&r.name) {
             return Err(invalid(
                 &key("name"),
                 format!(
@@ -598,6 +616,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 "must name at least the program to run".into(),
             ));
         }
+        for (field, value) in [("error", &r.error), ("error-contains", &r.error_contains)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(
+                    &key(field),
+                    "is empty, and an empty text matches every error; give the engine's message (or a part of it)".into(),
+                ));
+            }
+        }
+        texts_not_empty(&r.stdout_contains, &key("stdout-contains"), false)
+            .map_err(|(k, reason)| invalid(&k, reason))?;
+        let cause =
+            parse_cause(r.cause.as_deref()).map_err(|reason| invalid(&key("cause"), reason))?;
+        if cause.is_some() && r.expect != Expectation::Failure {
+            return Err(invalid(
+                &key("cause"),
+                "only an expected failure has a cause; remove it or set expect = \"failure\""
+                    .into(),
+            ));
+        }
         match r.expect {
             Expectation::Failure if r.error.is_none() && r.error_contains.is_none() => {
                 return Err(invalid(
@@ -624,6 +661,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             error: r.error,
             error_contains: r.error_contains,
             stdout_contains: r.stdout_contains,
+            cause,
             why: r.why,
         });
     }
@@ -710,13 +748,71 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 format!("{:?} is declared twice", f.check),
             ));
         }
+        let key = |field: &str| format!("expect.fail[{i}].{field}");
+        let cause =
+            parse_cause(f.cause.as_deref()).map_err(|reason| invalid(&key("cause"), reason))?;
+        let given = (f.message_contains.is_some(), f.fix_contains.is_some());
+        let message_contains = f.message_contains.unwrap_or_default();
+        let fix_contains = f.fix_contains.unwrap_or_default();
+        for (field, texts, given) in [
+            ("message-contains", &message_contains, given.0),
+            ("fix-contains", &fix_contains, given.1),
+        ] {
+            texts_not_empty(texts, &key(field), given)
+                .map_err(|(k, reason)| invalid(&k, reason))?;
+        }
+        if cause.is_none() && message_contains.is_empty() {
+            return Err(invalid(
+                &key("cause"),
+                "a declared failure must say how to recognise it: set `cause` (e.g. \"spec-missing\") or `message-contains`, or both; otherwise any failure would count".into(),
+            ));
+        }
         failures.push(ExpectedFailure {
             check: f.check,
-            message_contains: f.message_contains,
+            cause,
+            message_contains,
+            fix_contains,
         });
     }
     scenario.expected_failures = failures;
     Ok(scenario)
+}
+
+/// Declared texts must each say something: an empty text (or, where the key is given,
+/// an empty list) would match every failure and make the declaration meaningless.
+fn texts_not_empty(texts: &[String], key: &str, given: bool) -> Result<(), (String, String)> {
+    if given && texts.is_empty() {
+        return Err((
+            key.to_string(),
+            "is an empty list, which matches every failure; name at least one text, or remove the key".into(),
+        ));
+    }
+    for (j, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            return Err((
+                format!("{key}[{j}]"),
+                "is empty, and an empty text matches every failure; give a text the check must print".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A declared cause by its scenario-file name.
+fn parse_cause(name: Option<&str>) -> Result<Option<Cause>, String> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    Cause::parse(name).map(Some).ok_or_else(|| {
+        format!(
+            "{name:?} is not a cause the harness knows; use one of: {}",
+            Cause::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 fn parse_device(s: &str) -> Result<QualifiedName, String> {
@@ -1042,6 +1138,14 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
     #[case::failure_without_error(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", ""), "run[0].error")]
     #[case::builtin_name(SEED.replace("name = \"gpus_flag\"", "name = \"device_all\""), "run[0].name")]
     #[case::unknown_expected_failure(format!("{SEED}\n[[expect.fail]]\ncheck = \"nope\"\n"), "expect.fail[0].check")]
+    #[case::expectation_empty_list(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\nmessage-contains = []\n"), "`expect.fail[0].message-contains`: is an empty list")]
+    #[case::expectation_empty_text(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\nmessage-contains = [\"x\", \"\"]\n"), "`expect.fail[0].message-contains[1]`: is empty")]
+    #[case::expectation_empty_fix_text(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\ncause = \"spec-missing\"\nfix-contains = [\" \"]\n"), "`expect.fail[0].fix-contains[0]`")]
+    #[case::expectation_matching_anything(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\n"), "`expect.fail[0].cause`: a declared failure must say how to recognise it")]
+    #[case::expectation_unknown_cause(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\ncause = \"gone\"\n"), "\"gone\" is not a cause the harness knows; use one of: spec-missing")]
+    #[case::run_empty_error_contains(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", "error-contains = ''"), "`run[0].error-contains`: is empty")]
+    #[case::run_empty_error(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", "error = ''"), "`run[0].error`: is empty")]
+    #[case::run_unknown_cause(SEED.replace("error = 'could not select", "cause = \"nope\"\nerror = 'could not select"), "`run[0].cause`")]
     #[case::bad_pci(SEED.replace("count = 1", "count = 1\npci = [\"01:00\"]"), "gpus.pci[0]")]
     #[case::socket_without_rootless(SEED.replace("rootless = { enable = true, setSocketVariable = false }", "rootless = { enable = false, setSocketVariable = true }"), "setSocketVariable")]
     #[case::unknown_fault(format!("{SEED}\n[sim]\nfault = \"broken-driver\"\n"), "`sim.fault`: \"broken-driver\" is not a known fault")]

@@ -5,8 +5,8 @@
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
-use crate::checks::Verdict;
 use crate::outcome::BackendKind;
+use crate::outcome::Verdict;
 
 /// Installs a panic hook that keeps insta's failed-assertion panics (which the snapshot
 /// check catches and turns into a verdict) off the terminal, and leaves every other

@@ -159,7 +159,7 @@ mod recorded_on_h100 {
     #[test]
     fn real_nvidia_smi_list_parses_to_the_gpu() {
         let text = std::fs::read_to_string(h100("nvidia-smi-L.txt")).expect("fixture");
-        let gpus = cdi_harness::checks::parse_nvidia_smi_list(&text);
+        let gpus = cdi_harness::smi::parse_nvidia_smi_list(&text);
         assert_eq!(gpus.len(), 1);
         assert_eq!(gpus[0].index, 0);
         assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
@@ -167,7 +167,7 @@ mod recorded_on_h100 {
         // The plain table lists no UUIDs: nothing in it may be mistaken for a GPU line.
         let table = std::fs::read_to_string(h100("nvidia-smi.txt")).expect("fixture");
         assert!(table.contains("NVIDIA-SMI 580.159.04"));
-        assert!(cdi_harness::checks::parse_nvidia_smi_list(&table).is_empty());
+        assert!(cdi_harness::smi::parse_nvidia_smi_list(&table).is_empty());
     }
 
     #[test]
@@ -217,7 +217,7 @@ mod recorded_nvml_on_h100 {
     fn the_real_listing_inside_containers_matches_nvml() {
         let inv = inventory();
         let listing = std::fs::read_to_string(nvml("nvidia-smi-L.txt")).expect("fixture");
-        let ran = || {
+        let ran = || -> Result<RunOutcome, String> {
             Ok(RunOutcome::Exited {
                 exit_code: 0,
                 stdout: listing.clone(),
@@ -232,7 +232,7 @@ mod recorded_nvml_on_h100 {
         assert_eq!(v.status, Status::Pass, "{}", v.message);
         // Another machine's GPU in the container is caught.
         let other = std::fs::read_to_string(h100_first("nvidia-smi-L.txt")).expect("fixture");
-        let wrong = BTreeMap::from([(
+        let wrong: BTreeMap<String, Result<RunOutcome, String>> = BTreeMap::from([(
             "device_all".to_string(),
             Ok(RunOutcome::Exited {
                 exit_code: 0,
