@@ -257,6 +257,52 @@ pub fn check(
     })
 }
 
+/// Accepts the pending `<scenario>.snap.new` as `cargo insta accept` does: its metadata
+/// without the assertion line, then its body, stored as `<scenario>.snap` (replacing any
+/// stored one), and the pending file removed. For programs that record a snapshot
+/// on purpose and cannot run cargo-insta (`bench`, the GPU end-to-end script's first
+/// run); users review with `cargo insta review`.
+pub fn accept_pending(
+    dir: &Path,
+    backend: BackendKind,
+    scenario: &str,
+) -> Result<PathBuf, SnapshotError> {
+    let snap_dir = dir.join(backend.as_str());
+    let file = snap_dir.join(format!("{scenario}.snap"));
+    let pending = snap_dir.join(format!("{scenario}.snap.new"));
+    let text = std::fs::read_to_string(&pending).map_err(|source| SnapshotError::Read {
+        file: pending.clone(),
+        source,
+    })?;
+    let body = stored_body(&text).map_err(|problem| SnapshotError::Malformed {
+        file: pending.clone(),
+        problem,
+    })?;
+    // The header is the text before the body's closing `---` line; only its
+    // `assertion_line` goes (insta's `trim_for_persistence`).
+    let header_end = text
+        .match_indices("\n---\n")
+        .next()
+        .map_or(0, |(i, _)| i + 1);
+    let header: String = text[..header_end]
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("assertion_line:"))
+        .collect();
+    let accepted = format!("{header}---\n{}\n", normalize(&body));
+    write_atomically(&file, &accepted).map_err(|e| match e {
+        SnapshotError::WritePending { source, .. } => SnapshotError::WritePending {
+            file: file.clone(),
+            source,
+        },
+        other => other,
+    })?;
+    std::fs::remove_file(&pending).map_err(|source| SnapshotError::WritePending {
+        file: pending.clone(),
+        source,
+    })?;
+    Ok(file)
+}
+
 /// The metadata insta writes for this snapshot: `source` (the file holding the
 /// comparison, relative to the workspace as insta records it), `assertion_line` (kept
 /// only in `.snap.new`; `cargo insta accept` drops it from the stored `.snap`) and the
@@ -690,6 +736,43 @@ mod tests {
             Some(json_body(&v2()))
         );
         assert_eq!(std::fs::read_to_string(&file).expect("read"), stored);
+    }
+
+    #[test]
+    fn accept_pending_stores_what_insta_accept_stores() {
+        let ours = tempfile::tempdir().expect("tempdir");
+        let theirs = tempfile::tempdir().expect("tempdir");
+        let by_insta = accept(theirs.path(), "t", &v2());
+        check(
+            ours.path(),
+            BackendKind::Sim,
+            "t",
+            &v2(),
+            SnapshotMode::WritePending,
+        )
+        .expect("check");
+        let file = accept_pending(ours.path(), BackendKind::Sim, "t").expect("accept");
+        assert_eq!(file, ours.path().join("sim/t.snap"));
+        assert!(!ours.path().join("sim/t.snap.new").exists());
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("read"),
+            std::fs::read_to_string(&by_insta).expect("read")
+        );
+        let out = check(
+            ours.path(),
+            BackendKind::Sim,
+            "t",
+            &v2(),
+            SnapshotMode::CompareOnly,
+        )
+        .expect("check");
+        assert_eq!(out, SnapshotOutcome::Matches { file });
+        // Nothing pending: a typed error naming the missing file.
+        let e = accept_pending(ours.path(), BackendKind::Sim, "t").expect_err("none");
+        assert!(
+            matches!(&e, SnapshotError::Read { file, .. } if file.ends_with("sim/t.snap.new")),
+            "{e:?}"
+        );
     }
 
     #[test]
