@@ -22,3 +22,5 @@ pub mod runner;
 pub mod scenario;
 pub mod sim;
 pub mod snapshot;
+#[cfg(test)]
+mod testutil;
