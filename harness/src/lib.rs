@@ -25,3 +25,5 @@ pub mod scenario;
 pub mod sim;
 pub mod smi;
 pub mod snapshot;
+#[cfg(test)]
+mod testutil;

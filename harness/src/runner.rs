@@ -93,7 +93,6 @@ pub fn new_run_id() -> String {
 
 /// Runs every selected check of every scenario and returns the report.
 pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunReport {
-    crate::snapshot::quiet_insta_panics();
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let run_id = new_run_id();
@@ -1109,9 +1108,16 @@ async fn snapshot_verdict(
     }
     let dir = snapshot_dir.to_path_buf();
     let name = s.name.clone();
-    tokio::task::spawn_blocking(move || crate::snapshot::check(&dir, backend, &name, &value))
-        .await
-        .unwrap_or_else(|e| Verdict::fail(format!("the snapshot check crashed: {e}"), None))
+    let mode = crate::snapshot::SnapshotMode::for_ci(crate::snapshot::ci_from_env());
+    tokio::task::spawn_blocking(move || {
+        match crate::snapshot::check(&dir, backend, &name, &value, mode) {
+            Ok(o @ crate::snapshot::SnapshotOutcome::Matches { .. }) => Verdict::pass(o.message()),
+            Ok(o) => Verdict::fail(o.message(), o.fix().map(Into::into)),
+            Err(e) => Verdict::fail(e.to_string(), Some(e.fix_hint().into())),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Verdict::fail(format!("the snapshot check crashed: {e}"), None))
 }
 
 /// Replaces path prefixes in every string of a JSON value.
