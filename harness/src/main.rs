@@ -190,6 +190,10 @@ struct RunArgs {
     /// No progress lines, only the summary.
     #[arg(long, short)]
     quiet: bool,
+    /// CI mode (also when CI is set): a scenario without a stored snapshot fails instead
+    /// of recording `.snap.new` for review.
+    #[arg(long)]
+    ci: bool,
 }
 
 fn main() -> ExitCode {
@@ -364,6 +368,7 @@ fn run(args: RunArgs) -> ExitCode {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut opts = RunOptions::new(backend, snapshot_dir);
     opts.image_override = args.image.clone();
+    opts.ci = opts.ci || args.ci;
     if let Some(uri) = &args.docker_host {
         if !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://"))
         {

@@ -451,6 +451,11 @@ impl Verdict {
         Verdict::new(Status::Skip, reason, None)
     }
 
+    /// A first snapshot recorded for review: nothing compared, nothing failed.
+    pub fn recorded(message: impl Into<String>) -> Verdict {
+        Verdict::new(Status::New, message, None)
+    }
+
     fn new(status: Status, message: impl Into<String>, fix: Option<String>) -> Verdict {
         Verdict {
             status,

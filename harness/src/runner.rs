@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub container_concurrency: usize,
     /// Ctrl-C: stop starting work, clean up, report what finished.
     pub cancel: CancellationToken,
+    /// Running in CI (`--ci`, or `CI` set as insta reads it): a first snapshot with no
+    /// stored one fails instead of being recorded for review.
+    pub ci: bool,
 }
 
 impl RunOptions {
@@ -72,6 +75,7 @@ impl RunOptions {
             scenario_concurrency: 3,
             container_concurrency: 4,
             cancel: CancellationToken::new(),
+            ci: crate::snapshot::ci_from_env(),
         }
     }
 
@@ -652,6 +656,7 @@ async fn gather(
                 &snapshot_dir,
                 &redactions,
                 files.registry.as_ref(),
+                opts.ci,
             )
             .await;
             Some((v, t.elapsed()))
@@ -1091,6 +1096,7 @@ async fn snapshot_verdict(
     snapshot_dir: &Path,
     redactions: &[(String, String)],
     registry: Option<&crate::cdi::Registry>,
+    ci: bool,
 ) -> Verdict {
     let Some(reg) = registry else {
         return Verdict::skip("the spec directories were not read");
@@ -1108,11 +1114,16 @@ async fn snapshot_verdict(
     }
     let dir = snapshot_dir.to_path_buf();
     let name = s.name.clone();
-    let mode = crate::snapshot::SnapshotMode::for_ci(crate::snapshot::ci_from_env());
+    use crate::snapshot::{SnapshotMode, SnapshotOutcome};
     tokio::task::spawn_blocking(move || {
-        match crate::snapshot::check(&dir, backend, &name, &value, mode) {
-            Ok(o @ crate::snapshot::SnapshotOutcome::Matches { .. }) => Verdict::pass(o.message()),
-            Ok(o) => Verdict::fail(o.message(), o.fix().map(Into::into)),
+        match crate::snapshot::check(&dir, backend, &name, &value, SnapshotMode::for_ci(ci)) {
+            Ok(o @ SnapshotOutcome::Matches { .. }) => Verdict::pass(o.message()),
+            // Outside CI a first snapshot is recorded for review: visible, compared
+            // nothing, fails nothing. In CI there is no one to review it: a failure.
+            Ok(o @ SnapshotOutcome::New { .. }) if !ci => Verdict::recorded(o.message()),
+            Ok(o) => {
+                Verdict::fail(o.message(), o.fix().map(Into::into)).because(Cause::SnapshotChanged)
+            }
             Err(e) => Verdict::fail(e.to_string(), Some(e.fix_hint().into())),
         }
     })

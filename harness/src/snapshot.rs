@@ -15,7 +15,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::outcome::BackendKind;
-use crate::outcome::Verdict;
 
 /// Whether [`check`] may record a pending `<name>.snap.new` for `cargo insta review`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
