@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod host;
 pub mod lint;
 pub mod nightly;
+pub mod nixos_eval;
 pub mod outcome;
 pub mod report;
 pub mod runner;

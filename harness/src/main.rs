@@ -133,6 +133,12 @@ enum ScenarioCommand {
         /// A scenario file.
         file: PathBuf,
     },
+    /// Evaluate scenario machines (or NixOS modules, or the nightly module) through
+    /// nixpkgs' own module system: effective Docker daemon settings, the rootless
+    /// engine's, the CDI generator unit, failed assertions and warnings; nixpkgs' own
+    /// error on an unknown option, a wrong type or a conflict. Exit 0 all evaluate, 1 one
+    /// is rejected, 2 no nixpkgs (or kit) or no Nix.
+    NixosEval(Box<cdi_harness::nixos_eval::cli::NixosEvalArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,6 +236,9 @@ fn main() -> ExitCode {
                 },
                 Err(e) => config_error(e),
             },
+            ScenarioCommand::NixosEval(args) => {
+                ExitCode::from(cdi_harness::nixos_eval::cli::run(*args))
+            }
         },
         Command::Cdi { command } => match command {
             CdiCommand::Validate { files } => validate(&files),
