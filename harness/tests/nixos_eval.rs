@@ -351,3 +351,38 @@ fn a_fake_nixpkgs_tree_is_evaluated_through_its_eval_config() {
         "{t}"
     );
 }
+
+#[test]
+fn the_polyfill_gives_nix_2_8_what_lib_25_11_reads() {
+    // lib.filesystem.pathType is builtins.readFileType (Nix >= 2.14); the evaluator's
+    // lib answers it on any Nix, as Nix itself would.
+    let Some(kit) = kit_or_skip() else { return };
+    let root = repo_root();
+    let expr = format!(
+        "let lib = import {}/nixos-tests/eval/polyfill.nix (import {}/lib); in \
+         [ (lib.filesystem.pathType {}/flake.nix) (lib.pathIsDirectory {}/harness) \
+           (lib.pathIsRegularFile {}/harness) (lib.filesystem.pathType /.) ]",
+        root.display(),
+        kit.display(),
+        root.display(),
+        root.display(),
+        root.display()
+    );
+    let store = tempfile::tempdir().expect("tempdir");
+    let o = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .env(
+            "NIX_REMOTE",
+            format!("local?root={}", store.path().display()),
+        )
+        .output()
+        .expect("nix-instantiate runs");
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(
+        v,
+        serde_json::json!(["regular", true, false, "directory"]),
+        "{t}"
+    );
+}

@@ -56,7 +56,6 @@ let
             system = "x86_64-linux";
             inherit modules;
           };
-        # The VM tests' machines are QEMU VMs (nixos/lib/testing imports this).
         vmModules = [ (nixpkgs + "/nixos/modules/virtualisation/qemu-vm.nix") ];
         source = "nixpkgs";
       }
@@ -68,9 +67,12 @@ let
   # The harness in the VM and the nightly module's package: never built here.
   harness = pkgs.cdi-harness or (pkgs.writeShellScriptBin "cdi-harness" "exit 0");
 
+  # With a full nixpkgs a scenario's machine is a QEMU VM in every flavour (as the VM
+  # tests make it; nixos/lib/testing imports qemu-vm.nix), so that NixOS's own
+  # assertions about file systems and boot loaders hold.
   scenarioModules =
     if flavour == "machine" then
-      import ../lib/machine-module.nix file
+      backend.vmModules ++ import ../lib/machine-module.nix file
     else
       let
         scenario = import ../lib/scenario.nix file;
