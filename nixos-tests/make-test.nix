@@ -1,7 +1,9 @@
 # One scenario file -> one NixOS VM test (pkgs.testers.runNixOSTest).
 #
-# The VM's configuration is the scenario's `[machine]` table imported as a NixOS
-# module (lib/scenario.nix reads it exactly as the harness does), plus what the test
+# The VM's configuration (node.nix, the same modules `cdi-harness scenario nixos-eval`
+# evaluates) is the scenario's `[machine]` table imported as NixOS modules (its
+# `[machine.force]` values with lib.mkForce; lib/scenario.nix reads it exactly as the
+# harness does), plus what the test
 # needs: the users the scenario names, the harness, a tiny busybox image (no network in
 # the sandbox; CDI mounts `nvidia-smi` into it) and the scenario's broken state. The
 # test script waits for the CDI generator and Docker, runs
