@@ -139,6 +139,12 @@ enum ScenarioCommand {
     /// error on an unknown option, a wrong type or a conflict. Exit 0 all evaluate, 1 one
     /// is rejected, 2 no nixpkgs (or kit) or no Nix.
     NixosEval(Box<cdi_harness::nixos_eval::cli::NixosEvalArgs>),
+    /// Print the daemon.json the `sim` backend gives a scenario's private engine (its
+    /// spec dirs shown as the machine directories they stand for), without starting one.
+    SimDaemonJson {
+        /// A scenario file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -239,6 +245,17 @@ fn main() -> ExitCode {
             ScenarioCommand::NixosEval(args) => {
                 ExitCode::from(cdi_harness::nixos_eval::cli::run(*args))
             }
+            ScenarioCommand::SimDaemonJson { file } => match scenario::load(&file) {
+                Ok(s) => {
+                    let json = cdi_harness::nixos_eval::sim_daemon_json(&s);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(e),
+            },
         },
         Command::Cdi { command } => match command {
             CdiCommand::Validate { files } => validate(&files),

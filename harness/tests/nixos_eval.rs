@@ -386,3 +386,30 @@ fn the_polyfill_gives_nix_2_8_what_lib_25_11_reads() {
         "{t}"
     );
 }
+
+#[test]
+fn sim_daemon_json_prints_what_the_sim_gives_the_scenario_engine() {
+    // Needs neither Nix nor the kit: the sim's daemon.json comes from sim::daemon_json.
+    let run = |file: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_cdi-harness"))
+            .current_dir(repo_root())
+            .args(["scenario", "sim-daemon-json", file])
+            .output()
+            .expect("cdi-harness runs");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("JSON")
+    };
+    let off = run("scenarios/cdi-disabled.toml");
+    assert_eq!(off["features"]["cdi"], false);
+    assert!(off.get("runtimes").is_none());
+    let legacy = run("scenarios/legacy-runtime.toml");
+    assert_eq!(legacy["features"]["cdi"], true);
+    assert_eq!(
+        legacy["runtimes"],
+        serde_json::json!({ "nvidia": { "path": "nvidia-container-runtime" } })
+    );
+    assert_eq!(
+        legacy["cdi-spec-dirs"],
+        serde_json::json!(["/etc/cdi", "/var/run/cdi"])
+    );
+}
