@@ -93,6 +93,10 @@ let
 
   nightlyModules = [
     ../nightly-module.nix
+    # The flake's overlay provides pkgs.cdi-harness, the module's default package.
+    (lib.optionalAttrs (backend.source == "nixpkgs") {
+      nixpkgs.overlays = [ (final: prev: { cdi-harness = prev.cdi-harness or harness; }) ];
+    })
     (
       {
         defaults = {
@@ -160,18 +164,29 @@ let
   options = lib.collect lib.isOption (builtins.removeAttrs configuration.options [ "_module" ]);
   relevant =
     opt:
-    backend.source == "kit"
-    || builtins.any (p: lib.hasPrefix p (lib.showOption opt.loc)) [
+    builtins.any (p: lib.hasPrefix p (lib.showOption opt.loc)) [
       "virtualisation.docker"
       "hardware.nvidia-container-toolkit"
       "users.groups"
       "services.cdi-harness"
-      "systemd.services"
-      "systemd.timers"
     ];
-  forced = builtins.all (
-    opt: (opt.visible or true) == false || !(relevant opt) || !(opt.isDefined or true) || force opt.value
-  ) options;
+  forceOption = opt: (opt.visible or true) == false || !(opt.isDefined or true) || force opt.value;
+  # The units this evaluation reports on (all of systemd.services would be every unit
+  # of a full NixOS).
+  units = [
+    "docker"
+    "docker-prune"
+    generatorName
+    "cdi-harness-nightly"
+    "cdi-harness-stale-spec"
+  ];
+  forced =
+    if backend.source == "kit" then
+      builtins.all forceOption options
+    else
+      builtins.all forceOption (builtins.filter relevant options)
+      && force (lib.filterAttrs (n: _: builtins.elem n units) config.systemd.services)
+      && force (lib.filterAttrs (n: _: builtins.elem n units) config.systemd.timers);
 
   generatorName = "nvidia-container-toolkit-cdi-generator";
   services = config.systemd.services;
