@@ -4,10 +4,10 @@
 //! NixOS option paths as keys so that Nix can import the very same file with
 //! `builtins.fromTOML` as a NixOS module; the harness reads from it only the facts it
 //! needs ([`MachineFacts`]); a value in its `[machine.force]` table is applied with
-//! `lib.mkForce` and is the effective one. Everything else in the file is the harness's own and is
-//! parsed strictly: an unknown key, a wrong type, an invalid CDI device name or image
-//! reference is rejected with the file, the key and the reason, so a typo can never
-//! silently turn a check off.
+//! `lib.mkForce` and is the effective one. Everything else in the file is the harness's
+//! own and is parsed strictly: an unknown key, a wrong type, an invalid CDI device name
+//! or image reference is rejected with the file, the key and the reason, so a typo can
+//! never silently turn a check off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -811,8 +811,8 @@ pub fn validate_image(image: &str) -> Result<(), String> {
 }
 
 /// The `[machine]` table as NixOS merges it: the table itself and its `[machine.force]`
-/// table, whose leaves NixOS applies with `lib.mkForce` (`nixos-tests/lib/machine-module.nix`)
-/// and which therefore win over the same option set at normal priority (the scenario's
+/// table, whose leaves NixOS applies with `lib.mkForce`
+/// (`nixos-tests/lib/machine-module.nix`) and which therefore win over the same option set at normal priority (the scenario's
 /// own or a NixOS module's). A forced leaf replaces; tables merge key by key, so forcing
 /// `features.cdi` leaves the other `features` keys as they are.
 struct MachineView<'a> {
