@@ -27,8 +27,9 @@
           inherit (cargoToml.package) version;
 
           # What the crate and its unit tests read (include_str! of
-          # scripts/seed-checklist.sh, fixtures, insta snapshots, .cargo/config.toml's
-          # INSTA_WORKSPACE_ROOT); changes to the Nix side do not rebuild it.
+          # scripts/seed-checklist.sh and of the NixOS evaluator's Nix files under
+          # nixos-tests/, fixtures, insta snapshots, .cargo/config.toml's
+          # INSTA_WORKSPACE_ROOT).
           src = lib.fileset.toSource {
             root = ./.;
             fileset = lib.fileset.unions [
@@ -36,6 +37,7 @@
               ./Cargo.lock
               ./.cargo
               ./harness
+              ./nixos-tests
               ./scenarios
               ./scripts
               ./snapshots

@@ -18,6 +18,7 @@ pub mod hints;
 pub mod host;
 pub mod lint;
 pub mod nightly;
+pub mod nixos_eval;
 pub mod outcome;
 pub mod report;
 pub mod runner;

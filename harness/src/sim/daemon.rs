@@ -811,6 +811,14 @@ fn kill_all_containers(socket: &Path) {
 
 /// daemon.json for the private engine.
 fn daemon_config(opts: &EngineOptions, spec_dirs: &[PathBuf], marker: &str) -> String {
+    serde_json::to_string_pretty(&daemon_json(opts, spec_dirs, marker)).unwrap_or_default()
+}
+
+/// The daemon.json a private engine started with `opts` reads, `spec_dirs` being its
+/// `cdi-spec-dirs` and `marker` its containerd namespace. Public so that what the sim
+/// backend gives an engine can be compared with what NixOS would (`cdi-harness
+/// scenario nixos-eval --against-sim`) without starting one.
+pub fn daemon_json(opts: &EngineOptions, spec_dirs: &[PathBuf], marker: &str) -> serde_json::Value {
     let mut config = serde_json::Map::new();
     config.insert("features".into(), serde_json::json!({ "cdi": opts.cdi }));
     config.insert(
@@ -837,7 +845,7 @@ fn daemon_config(opts: &EngineOptions, spec_dirs: &[PathBuf], marker: &str) -> S
         format!("{marker}-plugins").into(),
     );
     config.insert("shutdown-timeout".into(), 5.into());
-    serde_json::to_string_pretty(&serde_json::Value::Object(config)).unwrap_or_default()
+    serde_json::Value::Object(config)
 }
 
 /// PATH for dockerd: its own directory and the sibling `bin` of an `sbin` (where a
