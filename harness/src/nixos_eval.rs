@@ -636,11 +636,7 @@ fn nix_message(stderr: &str) -> String {
 /// same code (`sim::daemon_json`) from the options `runner::start_sim` derives from the
 /// scenario; its scratch spec dirs are shown as the machine dirs they stand for.
 pub fn sim_daemon_json(s: &Scenario) -> serde_json::Value {
-    let opts = crate::sim::EngineOptions {
-        cdi: s.facts.cdi_enabled(),
-        runtimes: s.facts.manual_runtimes.clone(),
-        ..crate::sim::EngineOptions::default()
-    };
+    let opts = crate::runner::sim_engine_config(s);
     let dirs: Vec<PathBuf> = DEFAULT_SPEC_DIRS.iter().map(PathBuf::from).collect();
     crate::sim::daemon_json(&opts, &dirs, "cdih-sim")
 }

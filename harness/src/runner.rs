@@ -501,13 +501,12 @@ pub async fn start_sim(
     }
     let engine_opts = sim::EngineOptions {
         dockerd,
-        cdi: s.facts.cdi_enabled(),
         spec_dirs: vec![etc.clone(), run.clone()],
-        runtimes: s.facts.manual_runtimes.clone(),
         start_timeout: timeouts.call,
         rootless: rootless.then(|| {
             sim::RootlessOptions::from_env().with_device_nodes(sim::device_node_paths(&gpus))
         }),
+        ..sim_engine_config(s)
     };
     let engine = sim::PrivateEngine::start(engine_opts)
         .await
@@ -522,6 +521,18 @@ pub async fn start_sim(
         spec_dirs: vec![etc, run],
         scratch,
     })
+}
+
+/// What a scenario's machine makes of its engine's configuration (CDI on or off, its
+/// manual runtimes), as the sim's private engine gets it: one place, so the engine the
+/// sim starts and the `daemon.json` compared with NixOS's (`scenario nixos-eval
+/// --against-sim`) cannot drift apart.
+pub fn sim_engine_config(s: &Scenario) -> sim::EngineOptions {
+    sim::EngineOptions {
+        cdi: s.facts.cdi_enabled(),
+        runtimes: s.facts.manual_runtimes.clone(),
+        ..sim::EngineOptions::default()
+    }
 }
 
 async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, FactError> {

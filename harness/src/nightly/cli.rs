@@ -28,6 +28,10 @@ pub enum ReportCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Judge a report (a host run, a NixOS VM test's) against a scenario's declared
+    /// failures, with the rules the sim backend applies: one line per problem.
+    /// Exit 0: the verdicts are the scenario's; 1: a problem; 2: unreadable input.
+    Judge(crate::judge::JudgeArgs),
     /// Show the nightly history kept in the state directory.
     History {
         /// The nightly state directory.
@@ -89,6 +93,7 @@ pub fn report_command(command: ReportCommand) -> u8 {
     match command {
         ReportCommand::Diff { old, new, json } => report_diff(&old, &new, json),
         ReportCommand::History { state_dir, html } => report_history(&state_dir, html.as_deref()),
+        ReportCommand::Judge(args) => crate::judge::judge_command(&args),
     }
 }
 
