@@ -656,7 +656,13 @@ async fn gather(
                 read_spec_files(&scenario, &load_dirs, &reported)
             })
             .await
-            .unwrap_or_default();
+            .unwrap_or_else(|e| SpecFiles {
+                error: Some(FactError::new(
+                    format!("reading the spec directories crashed (a harness bug: please report it): {e}"),
+                    Some(Cause::HarnessBug),
+                )),
+                ..SpecFiles::default()
+            });
         }
         let spec_time = t.elapsed();
         let snapshot = if want_specs && needs.contains(&Need::Snapshot) {
@@ -726,6 +732,7 @@ async fn gather(
     sess.spec_dirs_source = source.clone();
     facts.spec_dirs = dirs;
     facts.spec_dirs_source = source;
+    facts.specs_error = files.error;
     facts.registry = files.registry;
     facts.spec_files = files.present;
     facts.spec_mtime = files.mtime;
@@ -776,6 +783,7 @@ fn remote_reason(endpoint: &Endpoint) -> Option<String> {
 /// What the spec checks need from the file system, read in one blocking pass.
 #[derive(Default)]
 struct SpecFiles {
+    error: Option<FactError>,
     registry: Option<crate::cdi::Registry>,
     present: Vec<PathBuf>,
     mtime: Option<std::time::SystemTime>,
@@ -795,6 +803,7 @@ fn read_spec_files(s: &Scenario, dirs: &[PathBuf], reported: &[PathBuf]) -> Spec
         .filter_map(|d| std::fs::canonicalize(d).ok().map(|c| (d.clone(), c)))
         .collect();
     SpecFiles {
+        error: None,
         registry: Some(registry),
         present,
         mtime,
@@ -1201,6 +1210,23 @@ mod tests {
             gpus.iter().all(|g| g.name == "NVIDIA A100-SXM4-80GB"),
             "{gpus:?}"
         );
+    }
+
+    #[test]
+    fn only_a_local_socket_lets_the_spec_files_be_read_here() {
+        let at = |uri: &str| Endpoint {
+            uri: uri.into(),
+            source: "test".into(),
+        };
+        assert_eq!(remote_reason(&at("unix:///var/run/docker.sock")), None);
+        for uri in [
+            "tcp://gpu-box:2376",
+            "ssh://me@gpu-box",
+            "http://10.0.0.1:2375",
+        ] {
+            let why = remote_reason(&at(uri)).expect("remote");
+            assert!(why.contains(uri) && why.contains("remote"), "{why}");
+        }
     }
 
     #[test]

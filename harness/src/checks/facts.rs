@@ -75,6 +75,9 @@ pub struct Facts {
     /// Why the spec files cannot be read from here (a remote engine's files are on its
     /// own machine); the spec checks skip with this reason.
     pub specs_unreachable: Option<String>,
+    /// Why the spec files could not be read at all (the loader crashed): the spec
+    /// checks fail with it rather than skip as if nothing had been asked.
+    pub specs_error: Option<FactError>,
     /// The specs as the engine would load them.
     pub registry: Option<Registry>,
     /// The copies of the scenario's spec file that exist, in spec-dir order.

@@ -22,6 +22,9 @@ fn registry(facts: &Facts) -> Result<&Registry, Verdict> {
     if let Some(why) = &facts.specs_unreachable {
         return Err(Verdict::skip(why.clone()));
     }
+    if let Some(e) = &facts.specs_error {
+        return Err(Verdict::fail(e.message.clone(), None).because_of(e.cause));
+    }
     facts
         .registry
         .as_ref()

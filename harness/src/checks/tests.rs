@@ -643,3 +643,22 @@ fn a_remote_engine_skips_the_spec_checks_with_the_reason() {
         assert!(v.message.contains("is remote"), "{check}: {}", v.message);
     }
 }
+
+#[test]
+fn a_crashed_spec_loader_fails_the_spec_checks_as_a_harness_bug() {
+    let f = Facts {
+        specs_error: Some(FactError::new(
+            "reading the spec directories crashed",
+            Some(Cause::HarnessBug),
+        )),
+        ..Default::default()
+    };
+    for check in ["spec_present", "spec_valid", "spec_devices"] {
+        let v = eval(&scenario(1), &f, check);
+        assert_eq!(
+            (v.status, v.cause),
+            (Status::Fail, Some(Cause::HarnessBug)),
+            "{check}"
+        );
+    }
+}

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::SimError;
 use super::error::EngineStartFailure;
+use super::paths::{is_executable_file, which_in};
 use super::rootless::{self, RootlessOptions};
 
 /// Environment variable naming the dockerd to use, overriding the search.
@@ -895,18 +896,6 @@ fn detach_into_log(cmd: &mut tokio::process::Command, log: std::fs::File, log2: 
         .stderr(Stdio::from(log2))
         .kill_on_drop(true)
         .process_group(0);
-}
-
-/// Whether `p` is a regular file someone may execute (shared with `rootless`).
-pub(super) fn is_executable_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `tool` on the given PATH value (shared with `rootless`).
-pub(super) fn which_in(path_env: &OsString, tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(path_env)
-        .map(|d| d.join(tool))
-        .find(|p| is_executable_file(p))
 }
 
 /// Checks the programs dockerd will need before starting it, for a precise error.

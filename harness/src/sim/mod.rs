@@ -38,6 +38,7 @@ mod daemon;
 mod error;
 mod gpu;
 mod image;
+mod paths;
 mod rootless;
 mod spec;
 

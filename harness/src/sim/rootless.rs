@@ -37,7 +37,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::SimError;
-use super::daemon::{is_executable_file, which_in};
+use super::paths::{is_executable_file, which_in};
 
 /// The user a root harness runs the rootless engine as; `.ci/install-engine` creates it.
 pub const DEFAULT_ROOTLESS_USER: &str = "cdih-rootless";
