@@ -496,11 +496,7 @@ pub fn render_text(diff: &ReportDiff, old_name: &str, new_name: &str) -> String 
             }
         }
     }
-    for kind in [
-        ChangeKind::StillFailing,
-        ChangeKind::Fixed,
-        ChangeKind::New,
-    ] {
+    for kind in [ChangeKind::StillFailing, ChangeKind::Fixed, ChangeKind::New] {
         section(&mut out, kind);
     }
     if !diff.input_changes.is_empty() {
@@ -616,7 +612,8 @@ mod tests {
                 let kind = ChangeKind::classify(Some(o), Some(n)).unwrap();
                 // A check that had a verdict (pass, fail, xfail) and has none now.
                 let lost = matches!(o, Pass | Fail | Xfail) && matches!(n, Skip | New);
-                let moved_xfail = (o == Xfail && n == Pass) || (matches!(o, Pass | Fail) && n == Xfail);
+                let moved_xfail =
+                    (o == Xfail && n == Pass) || (matches!(o, Pass | Fail) && n == Xfail);
                 assert_eq!(
                     kind.needs_attention(),
                     lost || moved_xfail,
@@ -668,7 +665,9 @@ mod tests {
         assert_eq!(d.needs_attention, ["other::b"]);
         let text = render_text(&d, "o", "n");
         assert!(
-            text.contains("  other::b  [pass → -]  gone: vanished from the new report\n      it held"),
+            text.contains(
+                "  other::b  [pass → -]  gone: vanished from the new report\n      it held"
+            ),
             "{text}"
         );
         assert!(!diff_reports(&old, &new, true).blocked);
@@ -722,7 +721,10 @@ mod tests {
             }
         );
         let msg = err.to_string();
-        assert!(msg.contains("new.json (started 2025-01-02T03:04:05Z, 0 results) was interrupted"), "{msg}");
+        assert!(
+            msg.contains("new.json (started 2025-01-02T03:04:05Z, 0 results) was interrupted"),
+            "{msg}"
+        );
         assert!(msg.contains("rerun the suite to completion"), "{msg}");
         let err = judge(&cut, "old.json", &cut, "new.json", false).unwrap_err();
         assert!(err.to_string().contains("old.json (started"), "{err}");

@@ -271,7 +271,10 @@ fn diff_blocks_on_a_skip_or_a_vanished_check_unless_skips_are_allowed() {
         let out = diff_cli(&base, new, &["--allow-skips"]);
         let t = text(&out);
         assert_eq!(out.status.code(), Some(0), "{t}");
-        assert!(t.contains("needs attention (1, accepted with --allow-skips):"), "{t}");
+        assert!(
+            t.contains("needs attention (1, accepted with --allow-skips):"),
+            "{t}"
+        );
     }
     let out = diff_cli(&base, &skipped, &["--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -307,7 +310,11 @@ fn diff_refuses_an_interrupted_report_naming_it() {
     // As the old report too.
     let out = diff_cli(&cut, &reports("base.json"), &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains(&cut.display().to_string()), "{}", text(&out));
+    assert!(
+        text(&out).contains(&cut.display().to_string()),
+        "{}",
+        text(&out)
+    );
 }
 
 // ---- nightly without an engine (no scenarios): Nix calls and crash safety ----
@@ -496,7 +503,8 @@ fn a_vanished_check_keeps_the_lock_unless_skips_are_allowed() {
     assert_eq!(f.lock_rev(), REV_A);
     assert!(o.summary.contains("NEEDS-ATTENTION"), "{}", o.summary);
     assert!(
-        o.summary.contains("rerun with --allow-skips to accept them"),
+        o.summary
+            .contains("rerun with --allow-skips to accept them"),
         "{}",
         o.summary
     );
@@ -515,7 +523,11 @@ fn a_vanished_check_keeps_the_lock_unless_skips_are_allowed() {
     let o = rt().block_on(nightly::run(&opts)).unwrap();
     assert_eq!(o.verdict, Verdict::Accepted);
     assert_eq!(o.attention, ["seed::machine_config"], "listed, accepted");
-    assert!(o.summary.contains("accepted with --allow-skips"), "{}", o.summary);
+    assert!(
+        o.summary.contains("accepted with --allow-skips"),
+        "{}",
+        o.summary
+    );
     assert_eq!(f.lock_rev(), "b".repeat(40));
 }
 
@@ -529,8 +541,10 @@ fn interrupted_reports_give_no_verdict_and_change_nothing() {
     assert!(matches!(err, NightlyError::Incomplete(_)), "{err:?}");
     let last_good = f.state().join(nightly::LAST_GOOD_FILE);
     assert!(
-        err.to_string()
-            .contains(&format!("{} (started 2025-06-01T02:00:00Z, 1 results) was interrupted", last_good.display())),
+        err.to_string().contains(&format!(
+            "{} (started 2025-06-01T02:00:00Z, 1 results) was interrupted",
+            last_good.display()
+        )),
         "{err}"
     );
     // Tonight's run is cut short (no baseline).
@@ -538,10 +552,7 @@ fn interrupted_reports_give_no_verdict_and_change_nothing() {
     let opts = options(&f);
     opts.run.cancel.cancel();
     let err = rt().block_on(nightly::run(&opts)).unwrap_err();
-    assert!(
-        err.to_string().contains("tonight's run (started"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("tonight's run (started"), "{err}");
     assert_eq!(f.lock_rev(), REV_A);
     assert!(!last_good.exists());
     assert!(history::load(&f.state()).unwrap().nights.is_empty());
@@ -570,7 +581,10 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
         .arg("--nix")
         .arg(f.nix())
         .arg("--notify")
-        .arg(format!("echo \"$CDI_HARNESS_VERDICT\" > {}", notified.display()))
+        .arg(format!(
+            "echo \"$CDI_HARNESS_VERDICT\" > {}",
+            notified.display()
+        ))
         .output()
         .unwrap();
     let t = text(&out);
@@ -581,23 +595,37 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
         t.contains("  | error: builder for '/nix/store/x-cdi-harness.drv' failed with exit code 2"),
         "{t}"
     );
-    assert!(t.contains("nix flake lock --override-input nixpkgs github:NixOS/nixpkgs/"), "{t}");
+    assert!(
+        t.contains("nix flake lock --override-input nixpkgs github:NixOS/nixpkgs/"),
+        "{t}"
+    );
     assert_eq!(f.lock_rev(), REV_A, "the lock is kept");
     assert!(!f.state().join(nightly::LAST_GOOD_FILE).exists());
-    assert_eq!(std::fs::read_to_string(&notified).unwrap(), "build-failed\n");
+    assert_eq!(
+        std::fs::read_to_string(&notified).unwrap(),
+        "build-failed\n"
+    );
 
     let hist = history::load(&f.state()).unwrap();
     assert_eq!(hist.nights.len(), 1);
     let night = &hist.nights[0];
     assert_eq!(night.verdict, Verdict::BuildFailed);
     let b = night.build_failure.as_ref().unwrap();
-    assert!(b.command.starts_with("nix build --no-link path:"), "{}", b.command);
+    assert!(
+        b.command.starts_with("nix build --no-link path:"),
+        "{}",
+        b.command
+    );
     // Bounded: the last lines only.
     assert_eq!(b.log_tail.lines().count(), flake::LOG_TAIL_LINES);
     assert!(!b.log_tail.contains("building step 1\n"), "{}", b.log_tail);
     assert!(b.log_tail.contains("building step 60"), "{}", b.log_tail);
     let run_dir = f.state().join(nightly::RUNS_DIR).join(&night.id);
-    assert!(std::fs::read_to_string(run_dir.join("build.log")).unwrap().contains("error: builder"));
+    assert!(
+        std::fs::read_to_string(run_dir.join("build.log"))
+            .unwrap()
+            .contains("error: builder")
+    );
     assert!(run_dir.join("flake.lock.updated").is_file());
 
     let html = f.dir.path().join("history.html");
@@ -611,11 +639,99 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("build-failed"), "{t}");
-    assert!(t.contains("build failed (exit 1): error: builder for"), "{t}");
+    assert!(
+        t.contains("build failed (exit 1): error: builder for"),
+        "{t}"
+    );
     assert!(t.contains("  | building step 60"), "{t}");
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("class=\"build-failed\""), "{page}");
-    assert!(page.contains("error: builder for &#39;") || page.contains("error: builder for '"), "{page}");
+    assert!(
+        page.contains("error: builder for &#39;") || page.contains("error: builder for '"),
+        "{page}"
+    );
+}
+
+/// `nightly` on the host backend with an engine that is not there: every engine check
+/// fails the same way each night, deterministically and without an engine, so the
+/// verdict turns on the baseline only.
+fn unreachable_night(f: &FakeFlake, extra: &[&str]) -> Output {
+    bin()
+        .arg("nightly")
+        .arg("--flake")
+        .arg(f.flake())
+        .arg("--state-dir")
+        .arg(f.state())
+        .args(["--backend", "host", "--quiet", "--no-build"])
+        .arg("--scenario")
+        .arg(repo().join("scenarios/seed.toml"))
+        .arg("--nix")
+        .arg(f.nix())
+        .args(extra)
+        .env("DOCKER_HOST", "unix:///nonexistent/cdih-test.sock")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn nightly_cli_blocks_a_vanished_check_with_exit_1_unless_allow_skips() {
+    let f = FakeFlake::new();
+    f.next_rev(&"b".repeat(40));
+    // Night 1: no baseline, failures block.
+    let out = unreachable_night(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Make a baseline of that night's report plus a passing check tonight will not run.
+    let hist = history::load(&f.state()).unwrap();
+    let first = f
+        .state()
+        .join(nightly::RUNS_DIR)
+        .join(&hist.nights[0].id)
+        .join("report.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    let mut ghost = v["results"][0].clone();
+    ghost["scenario"] = "ghost".into();
+    ghost["check"] = "device_all".into();
+    ghost["status"] = "pass".into();
+    v["results"].as_array_mut().unwrap().push(ghost);
+    std::fs::write(
+        f.state().join(nightly::LAST_GOOD_FILE),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+
+    // Night 2: the failures are known (still failing), the ghost check vanished.
+    let out = unreachable_night(&f, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("NEEDS-ATTENTION (host backend)"), "{t}");
+    assert!(
+        t.contains("  ghost::device_all: not in tonight's report"),
+        "{t}"
+    );
+    assert!(t.contains("  ghost::device_all  [pass → -]  gone"), "{t}");
+    assert_eq!(f.lock_rev(), REV_A);
+
+    // Night 3: --allow-skips accepts it.
+    let out = unreachable_night(&f, &["--allow-skips"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("ACCEPTED (host backend)"), "{t}");
+    assert!(t.contains("accepted with --allow-skips"), "{t}");
+    assert_eq!(f.lock_rev(), "b".repeat(40));
+    let verdicts: Vec<Verdict> = history::load(&f.state())
+        .unwrap()
+        .nights
+        .iter()
+        .map(|n| n.verdict)
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Regressed,
+            Verdict::NeedsAttention,
+            Verdict::Accepted
+        ]
+    );
 }
 
 // ---- nightly end to end on sim ----

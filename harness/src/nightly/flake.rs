@@ -252,7 +252,10 @@ mod tests {
         let huge = format!("start\n{}é\nerror: builder failed", "é".repeat(10_000));
         let t = log_tail(&huge);
         assert!(t.len() <= LOG_TAIL_BYTES, "{}", t.len());
-        assert!(t.starts_with('…') && t.ends_with("error: builder failed"), "{t}");
+        assert!(
+            t.starts_with('…') && t.ends_with("error: builder failed"),
+            "{t}"
+        );
         assert!(!t.contains("start"));
     }
 }

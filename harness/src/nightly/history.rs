@@ -286,11 +286,7 @@ pub fn html(history: &History) -> String {
             if !notes.is_empty() {
                 notes.push_str("<br>");
             }
-            let _ = write!(
-                notes,
-                "needs attention: {}",
-                esc(&n.attention.join(", "))
-            );
+            let _ = write!(notes, "needs attention: {}", esc(&n.attention.join(", ")));
         }
         if let Some(b) = &n.build_failure {
             let _ = write!(
@@ -461,7 +457,9 @@ mod tests {
         let t = table(&h);
         assert!(t.contains("build-failed"), "{t}");
         assert!(
-            t.contains("build failed (exit 1): error: builder for '/nix/store/x-cdi-harness.drv' failed"),
+            t.contains(
+                "build failed (exit 1): error: builder for '/nix/store/x-cdi-harness.drv' failed"
+            ),
             "{t}"
         );
         assert!(
@@ -469,9 +467,18 @@ mod tests {
             "{t}"
         );
         let page = html(&h);
-        assert!(page.contains("class=\"build-failed\">build-failed<"), "{page}");
-        assert!(page.contains("<pre>building &lt;drv&gt;\nerror: builder"), "{page}");
-        assert!(page.contains("title=\"2025-01-03T00:00:00Z: not run: the build failed\""), "{page}");
+        assert!(
+            page.contains("class=\"build-failed\">build-failed<"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<pre>building &lt;drv&gt;\nerror: builder"),
+            "{page}"
+        );
+        assert!(
+            page.contains("title=\"2025-01-03T00:00:00Z: not run: the build failed\""),
+            "{page}"
+        );
     }
 
     #[test]

@@ -509,7 +509,11 @@ fn record_build_failure(
 /// The last steps of every recorded night: the history entry (index and page), old run
 /// directories pruned only after the new index is safely written, then the notify
 /// command. Returns the warnings (problems that do not change the verdict).
-fn finish(opts: &NightlyOptions, night: Night, run_dir: &Path) -> Result<Vec<String>, NightlyError> {
+fn finish(
+    opts: &NightlyOptions,
+    night: Night,
+    run_dir: &Path,
+) -> Result<Vec<String>, NightlyError> {
     let verdict = night.verdict;
     let mut hist = history::load(&opts.state_dir)?;
     let dropped = history::push(&mut hist, night, opts.keep);
