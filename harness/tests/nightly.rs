@@ -899,3 +899,50 @@ fn nightly_on_sim_accepts_blocks_a_regression_and_recovers() {
         "{t}"
     );
 }
+
+// ---- the schema document `report diff` users read ----
+
+#[test]
+fn report_schema_doc_lists_every_status_cause_and_change_kind() {
+    use cdi_harness::diff::ChangeKind;
+    use cdi_harness::outcome::{Cause, REPORT_SCHEMA_VERSION, Status};
+    let doc = std::fs::read_to_string(repo().join("docs/report-schema.md")).unwrap();
+    assert!(
+        doc.starts_with(&format!(
+            "# cdi-harness JSON report, schema version {REPORT_SCHEMA_VERSION}\n"
+        )),
+        "docs/report-schema.md names another schema version"
+    );
+    for s in [
+        Status::Pass,
+        Status::Fail,
+        Status::Skip,
+        Status::Xfail,
+        Status::New,
+    ] {
+        assert!(
+            doc.contains(&format!("| `{}` |", s.as_str())),
+            "status {s:?}"
+        );
+    }
+    for c in Cause::ALL {
+        assert!(
+            doc.contains(&format!("`{c}`")),
+            "cause {c} is not documented"
+        );
+    }
+    for k in ChangeKind::ALL {
+        let name = serde_json::to_value(k).unwrap();
+        let name = name.as_str().unwrap();
+        assert!(doc.contains(&format!("| `{name}` |")), "kind {name}");
+    }
+    for word in [
+        "`interrupted`",
+        "`evidence`",
+        "`measured`",
+        "`declared`",
+        "`constructed`",
+    ] {
+        assert!(doc.contains(word), "{word}");
+    }
+}
