@@ -90,6 +90,7 @@ case "$1 $2" in
     sed -i "s/\"rev\": \"[0-9a-f]*\"/\"rev\": \"$rev\"/" flake.lock ;;
   "flake show") cat "{d}/show.json" ;;
   "build --no-link")
+    [ -f "{d}/interrupt-build" ] && kill -TERM $$
     [ -f "{d}/fail-build" ] && {{
       for i in $(seq 1 60); do echo "building step $i" >&2; done
       echo "error: builder for '/nix/store/x-cdi-harness.drv' failed with exit code 2" >&2
@@ -556,6 +557,26 @@ fn interrupted_reports_give_no_verdict_and_change_nothing() {
     assert_eq!(f.lock_rev(), REV_A);
     assert!(!last_good.exists());
     assert!(history::load(&f.state()).unwrap().nights.is_empty());
+}
+
+#[test]
+fn a_build_stopped_by_a_signal_is_no_verdict_and_not_a_failed_night() {
+    let f = FakeFlake::new();
+    std::fs::write(
+        f.dir.path().join("show.json"),
+        r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("interrupt-build"), "").unwrap();
+    f.next_rev(&"b".repeat(40));
+    let err = rt().block_on(nightly::run(&options(&f))).unwrap_err();
+    assert!(
+        matches!(&err, NightlyError::BuildInterrupted { command } if command.starts_with("nix build")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nothing recorded"), "{err}");
+    assert!(history::load(&f.state()).unwrap().nights.is_empty());
+    assert_eq!(f.lock_rev(), REV_A);
 }
 
 #[test]

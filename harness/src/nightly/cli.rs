@@ -226,6 +226,12 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
     let cancel = opts.run.cancel.clone();
     let outcome = match rt.block_on(async {
         tokio::spawn(async move {
+            // A signal whose handler cannot be installed just never arrives.
+            let int = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             let term = async {
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                     Ok(mut s) => {
@@ -235,7 +241,7 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
                 }
             };
             tokio::select! {
-                r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                _ = int => {}
                 _ = term => {}
             }
             eprintln!("\ninterrupted: removing this night's containers; no verdict will be drawn…");

@@ -411,11 +411,16 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
 /// an error: the update broke the build. `Err` only when Nix cannot be started.
 fn build(opts: &NightlyOptions, scratch: &Path) -> Result<Option<BuildFailure>, NightlyError> {
     let failed = |e: NightlyError| match e {
-        // Killed by a signal (no exit code), or the night is being cancelled: Nix was
-        // stopped with us, the build itself did not fail.
+        // Killed by a signal (no exit code), the night being cancelled, or Nix's own
+        // message for SIGINT/SIGTERM: Nix was stopped with us, the build did not fail.
         NightlyError::NixFailed {
-            command, status, ..
-        } if status == -1 || opts.run.cancel.is_cancelled() => {
+            command,
+            status,
+            stderr,
+        } if status == -1
+            || opts.run.cancel.is_cancelled()
+            || stderr.contains("interrupted by the user") =>
+        {
             Err(NightlyError::BuildInterrupted { command })
         }
         NightlyError::NixFailed {
