@@ -603,7 +603,7 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
         .arg(f.nix())
         .arg("--notify")
         .arg(format!(
-            "echo \"$CDI_HARNESS_VERDICT\" > {}",
+            "echo \"$CDI_HARNESS_VERDICT ${{CDI_HARNESS_REPORT:-no report}}\" > {}",
             notified.display()
         ))
         .output()
@@ -624,7 +624,7 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
     assert!(!f.state().join(nightly::LAST_GOOD_FILE).exists());
     assert_eq!(
         std::fs::read_to_string(&notified).unwrap(),
-        "build-failed\n"
+        "build-failed no report\n"
     );
 
     let hist = history::load(&f.state()).unwrap();

@@ -64,7 +64,7 @@ pub struct NightlyArgs {
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub keep: usize,
     /// Shell command run after each night (env: CDI_HARNESS_VERDICT, CDI_HARNESS_SUMMARY,
-    /// CDI_HARNESS_REPORT, CDI_HARNESS_RUN_DIR).
+    /// CDI_HARNESS_REPORT (unset when the build failed), CDI_HARNESS_RUN_DIR).
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
     /// The Nix binary.

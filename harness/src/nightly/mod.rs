@@ -147,7 +147,8 @@ pub struct NightlyOptions {
     /// out of xfail) instead of blocking the update on them (`--allow-skips`).
     pub allow_skips: bool,
     /// A shell command run after the night (`sh -c`), with `CDI_HARNESS_VERDICT`,
-    /// `CDI_HARNESS_SUMMARY`, `CDI_HARNESS_REPORT` and `CDI_HARNESS_RUN_DIR` set.
+    /// `CDI_HARNESS_SUMMARY`, `CDI_HARNESS_REPORT` (not on a build-failed night, which has
+    /// no report) and `CDI_HARNESS_RUN_DIR` set.
     pub notify: Option<String>,
     /// The scenarios to run.
     pub scenarios: Vec<Scenario>,
@@ -545,13 +546,22 @@ fn finish(
 
 /// Runs the notify command; its failure is a warning, never a changed verdict.
 fn notify(cmd: &str, verdict: Verdict, run_dir: &Path) -> Result<(), String> {
-    let status = std::process::Command::new("sh")
+    let mut command = std::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(cmd)
         .env("CDI_HARNESS_VERDICT", verdict.as_str())
         .env("CDI_HARNESS_SUMMARY", run_dir.join("summary.txt"))
-        .env("CDI_HARNESS_REPORT", run_dir.join("report.json"))
-        .env("CDI_HARNESS_RUN_DIR", run_dir)
+        .env("CDI_HARNESS_RUN_DIR", run_dir);
+    // A build-failed night ran no check and has no report: the variable is unset rather
+    // than naming a file that does not exist.
+    let report = run_dir.join("report.json");
+    if report.is_file() {
+        command.env("CDI_HARNESS_REPORT", report);
+    } else {
+        command.env_remove("CDI_HARNESS_REPORT");
+    }
+    let status = command
         .status()
         .map_err(|e| format!("cannot run the notify command `{cmd}`: {e}"))?;
     if status.success() {
