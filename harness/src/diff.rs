@@ -12,7 +12,7 @@
 //!   be accepted silently;
 //! - the rest (still failing, fixed, new, unchanged) is listed and never blocks.
 //!
-//! A report cut short (`interrupted: true`) is refused by [`judge`]: its missing checks
+//! A report cut short (`interrupted: true`) is refused by [`compare`]: its missing checks
 //! would read as vanished or regressed.
 //!
 //! Pure functions of two [`RunReport`]s: no engine, no Nix, so diffs work anywhere.
@@ -241,7 +241,7 @@ pub fn ensure_complete(report: &RunReport, name: &str) -> Result<(), DiffError> 
 /// classifies check by check. `allow_skips` accepts the changes that need attention.
 /// This is what `report diff` and `nightly` call; [`diff_reports`] alone does not look
 /// at completeness.
-pub fn judge(
+pub fn compare(
     old: &RunReport,
     old_name: &str,
     new: &RunReport,
@@ -259,7 +259,7 @@ pub fn judge(
 }
 
 /// Classifies two reports check by check (keyed `scenario::check`), without checking
-/// that they are complete (see [`judge`]).
+/// that they are complete (see [`compare`]).
 pub fn diff_reports(old: &RunReport, new: &RunReport, allow_skips: bool) -> ReportDiff {
     let index = |r: &RunReport| -> BTreeMap<String, CheckResult> {
         r.results
@@ -713,7 +713,7 @@ mod tests {
         let mut cut = report(vec![]);
         cut.interrupted = true;
         cut.started_at = "2025-01-02T03:04:05Z".into();
-        let err = judge(&done, "old.json", &cut, "new.json", true).unwrap_err();
+        let err = compare(&done, "old.json", &cut, "new.json", true).unwrap_err();
         assert_eq!(
             err,
             DiffError::Interrupted {
@@ -726,10 +726,10 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("rerun the suite to completion"), "{msg}");
-        let err = judge(&cut, "old.json", &cut, "new.json", false).unwrap_err();
+        let err = compare(&cut, "old.json", &cut, "new.json", false).unwrap_err();
         assert!(err.to_string().contains("old.json (started"), "{err}");
         assert!(err.to_string().contains(" and new.json (started"), "{err}");
-        assert!(judge(&done, "old.json", &done, "new.json", false).is_ok());
+        assert!(compare(&done, "old.json", &done, "new.json", false).is_ok());
     }
 
     #[test]
@@ -742,7 +742,7 @@ mod tests {
         let old: RunReport = serde_json::from_str(json).unwrap();
         assert!(!old.interrupted);
         let new = report(vec![check("seed", "a", Status::Skip, "no engine")]);
-        let d = judge(&old, "v1.json", &new, "v2.json", false).unwrap();
+        let d = compare(&old, "v1.json", &new, "v2.json", false).unwrap();
         assert_eq!(d.needs_attention, ["seed::a"]);
     }
 

@@ -115,7 +115,7 @@ fn report_diff(old: &Path, new: &Path, json: bool, allow_skips: bool) -> u8 {
             return 2;
         }
     };
-    let judged = diff::judge(
+    let judged = diff::compare(
         &old_report,
         &old.display().to_string(),
         &new_report,

@@ -291,7 +291,7 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
     // checks would read as vanished (or, against it, as new).
     let tonight = "tonight's run";
     let diff = match &last_good {
-        Some(old) => Some(diff::judge(
+        Some(old) => Some(diff::compare(
             old,
             &last_good_path.display().to_string(),
             &report,
