@@ -64,6 +64,12 @@ in
       description = "Nights of history to keep.";
     };
 
+    allowSkips = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Accept a night whose checks need attention (now skipped, vanished, or moved into or out of xfail since the last good night) instead of keeping the old lock (`--allow-skips`). Regressions block either way.";
+    };
+
     notifyCommand = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
@@ -105,6 +111,7 @@ in
         ]
         ++ lib.concatMap (s: [ "--scenario" s ]) cfg.scenarios
         ++ lib.optionals (cfg.notifyCommand != null) [ "--notify" cfg.notifyCommand ]
+        ++ lib.optional cfg.allowSkips "--allow-skips"
         ++ cfg.extraArgs);
       };
     };

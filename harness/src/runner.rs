@@ -254,6 +254,12 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         if let (Some(Ok(info)), Some(ef)) = (&facts.info, engine_facts.as_mut()) {
             ef.version = Some(info.server_version.clone());
         }
+        if let Some(ef) = engine_facts.as_mut() {
+            ef.hardware = ef
+                .hardware
+                .take()
+                .or_else(|| host_hardware(facts.gpu.as_ref()));
+        }
         // The safety net: whatever happened above, no container of this run survives.
         let cleanup = async {
             let left = sess.engine.labelled_containers().await;
@@ -350,7 +356,7 @@ fn interrupted(when: &str) -> FactError {
 }
 
 /// The `sim` backend's invented driver and GPUs, labelled simulated; `None` on `host`,
-/// where finding them would need NVML or a container and is not worth a run's time.
+/// whose real ones [`host_hardware`] takes from the run's NVML probe.
 fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
     (backend == BackendKind::Sim).then(|| HardwareFacts {
         driver_version: Some(sim::SIM_DRIVER_VERSION.to_string()),
@@ -364,6 +370,29 @@ fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
             })
             .collect(),
         simulated: true,
+    })
+}
+
+/// The real driver and GPUs on `host`, from the NVML inventory this run already read
+/// for the GPU cross-checks, so a diff between two nights can tell a driver change from
+/// a toolkit or engine change. `None` when there is no real inventory (the GPU checks
+/// did not run, NVML is absent or failed, or it is the sim's): a second NVML init just
+/// for the header would cost up to a second per scenario.
+fn host_hardware(gpu: Option<&crate::gpu::GpuFacts>) -> Option<HardwareFacts> {
+    let inv = gpu?.inventory.as_ref().ok().filter(|inv| !inv.simulated)?;
+    Some(HardwareFacts {
+        driver_version: Some(inv.driver_version.clone()),
+        gpus: inv
+            .gpus
+            .iter()
+            .map(|g| GpuFacts {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                pci_bus_id: g.pci_bus_id.clone(),
+            })
+            .collect(),
+        simulated: false,
     })
 }
 
@@ -1190,6 +1219,48 @@ pub fn count(results: &[CheckResult], status: Status) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The inventory NVML gave on the recorded H100 machine.
+    fn recorded_h100() -> crate::gpu::Inventory {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/h100/nvml/inventory.json");
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn host_hardware_comes_from_the_runs_nvml_inventory() {
+        let facts = crate::gpu::GpuFacts {
+            inventory: Ok(recorded_h100()),
+            boot_time: None,
+        };
+        let hw = host_hardware(Some(&facts)).expect("a real inventory fills the facts");
+        assert_eq!(hw.driver_version.as_deref(), Some("580.159.04"));
+        assert!(!hw.simulated);
+        assert_eq!(
+            hw.gpus,
+            [GpuFacts {
+                index: 0,
+                uuid: "GPU-a00daf1f-6e35-3a97-0e7c-846edbc9f780".into(),
+                name: "NVIDIA H100 80GB HBM3".into(),
+                pci_bus_id: Some("00000000:00:06.0".into()),
+            }]
+        );
+
+        // No NVML, no probe, or the sim's GPUs: nothing claimed about real hardware.
+        let absent = crate::gpu::GpuFacts {
+            inventory: Err(crate::gpu::GpuError::Unavailable {
+                reason: "libnvidia-ml.so.1 not found".into(),
+            }),
+            boot_time: None,
+        };
+        assert_eq!(host_hardware(Some(&absent)), None);
+        assert_eq!(host_hardware(None), None);
+        let sim = crate::gpu::GpuFacts {
+            inventory: Ok(crate::gpu::sim_inventory(2)),
+            boot_time: None,
+        };
+        assert_eq!(host_hardware(Some(&sim)), None);
+    }
 
     #[test]
     fn redaction_reaches_nested_strings() {
