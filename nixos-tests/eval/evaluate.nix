@@ -120,6 +120,7 @@ let
               "/srv/scenarios"
             ];
             keep = 7;
+            allowSkips = true;
             notifyCommand = "mail -s \"cdi-harness: $CDI_HARNESS_VERDICT\" root < \"$CDI_HARNESS_SUMMARY\"";
             extraArgs = [
               "--no-build"
