@@ -24,6 +24,7 @@ pub mod outcome;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod select;
 pub mod sim;
 pub mod smi;
 pub mod snapshot;

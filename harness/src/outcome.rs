@@ -225,14 +225,13 @@ impl BackendKind {
         }
     }
 
-    /// What `--backend auto` means: the machine's own engine where an NVIDIA driver is
-    /// loaded (`/dev/nvidiactl` exists), else the simulated backend.
+    /// What `--backend auto` means on this machine: the machine's own engine when the
+    /// NVIDIA driver reports GPUs and the default engine is reachable with CDI on, else
+    /// the simulated backend ([`crate::select::choose`] says why; use it to print that).
     pub fn auto() -> BackendKind {
-        if std::path::Path::new("/dev/nvidiactl").exists() {
-            BackendKind::Host
-        } else {
-            BackendKind::Sim
-        }
+        crate::select::choose(Some("auto"), &crate::host::SystemHost)
+            .map(|c| c.backend)
+            .unwrap_or(BackendKind::Sim)
     }
 
     /// Whether results from this backend come from a simulation and must be labelled so.

@@ -242,11 +242,72 @@ impl MachineFacts {
     }
 }
 
+/// How many GPUs a scenario declares (`[gpus] count`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuCount {
+    /// `count = "auto"` (the default): the GPUs the driver reports on a host; on `sim`
+    /// and in a simulated VM, [`SIM_AUTO_GPU_COUNT`] (or as many as `gpus.pci` lists).
+    Auto,
+    /// A fixed count: the scenario models a machine with exactly this many GPUs, and a
+    /// host with another count is not that machine.
+    Fixed(u32),
+}
+
+impl GpuCount {
+    /// As written in the scenario file and its export: `"auto"` or the number.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            GpuCount::Auto => serde_json::Value::from("auto"),
+            GpuCount::Fixed(n) => serde_json::Value::from(n),
+        }
+    }
+}
+
+/// How many simulated GPUs `count = "auto"` means where no driver says: on `sim` and in
+/// a scenario's simulated NixOS VM (`nixos-tests/lib/scenario.nix` has the same number).
+/// Two, so that `device_isolation` compares two different GPUs.
+pub const SIM_AUTO_GPU_COUNT: u32 = 2;
+
+/// Where a scenario applies (`applies-to`): the backends and test kinds whose verdicts
+/// mean something for the machine it describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Place {
+    /// The `sim` backend: a private engine with simulated GPUs, built in the scenario's state.
+    Sim,
+    /// The scenario's own NixOS VM test (`nixos-tests/`), which builds its machine.
+    Vm,
+    /// A real machine's own engine and GPUs (`--backend host`, `cargo test` on a GPU host).
+    Host,
+}
+
+impl Place {
+    /// Every place, in the order `applies-to` lists them by default.
+    pub const ALL: [Place; 3] = [Place::Sim, Place::Vm, Place::Host];
+
+    /// The name in `applies-to`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Place::Sim => "sim",
+            Place::Vm => "vm",
+            Place::Host => "host",
+        }
+    }
+
+    /// The place of this name.
+    pub fn parse(name: &str) -> Option<Place> {
+        Place::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
 /// GPUs the machine has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gpus {
-    /// How many.
+    /// How many this run checks: a fixed count as declared; for `count = "auto"`
+    /// [`SIM_AUTO_GPU_COUNT`] (or the length of `pci`) until
+    /// [`Scenario::with_inventory`] sets the driver's count for a host.
     pub count: u32,
+    /// What the file declares.
+    pub declared: GpuCount,
     /// PCI addresses for VM passthrough (may be empty).
     pub pci: Vec<String>,
     /// Model name the `sim` backend gives its GPUs.
@@ -281,6 +342,8 @@ pub struct Scenario {
     pub expected_failures: Vec<ExpectedFailure>,
     /// The broken state `sim` builds.
     pub sim: SimSetup,
+    /// Where the scenario's verdicts mean something (`applies-to`; all places by default).
+    pub applies_to: Vec<Place>,
 }
 
 impl Scenario {
@@ -298,6 +361,62 @@ impl Scenario {
     pub fn check_names(&self) -> Vec<String> {
         self.check_ids().iter().map(CheckId::name).collect()
     }
+
+    /// Whether the scenario declares that it applies at `place`.
+    pub fn applies_at(&self, place: Place) -> bool {
+        self.applies_to.contains(&place)
+    }
+
+    /// The scenario on a machine whose driver reports `inv`: with `count = "auto"` its
+    /// GPU count and expected devices become the machine's (named by the scenario's
+    /// `device-name-strategy`, MIG devices included); a fixed count is left as declared
+    /// (whether it matches the machine is [`crate::select::plan`]'s question).
+    pub fn with_inventory(&self, inv: &crate::gpu::Inventory) -> Result<Scenario, String> {
+        let mut out = self.clone();
+        if self.gpus.declared == GpuCount::Auto {
+            out.gpus.count = u32::try_from(inv.gpus.len())
+                .map_err(|_| format!("{} GPUs is more than a u32", inv.gpus.len()))?;
+            out.expected_devices = devices_for_inventory(inv, &self.facts.device_name_strategy)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The CDI devices nvidia-ctk generates for the GPUs `inv` lists, named by `strategy`
+/// (`index`: `nvidia.com/gpu=0` and MIG devices `0:1`; `uuid`: `GPU-…` and `MIG-…`;
+/// `type-index`: `gpu0` and `mig0:1`), then `all`; none without GPUs.
+pub fn devices_for_inventory(
+    inv: &crate::gpu::Inventory,
+    strategy: &str,
+) -> Result<Vec<QualifiedName>, String> {
+    if inv.gpus.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for g in &inv.gpus {
+        let (gpu, mig): (String, Box<dyn Fn(&crate::gpu::MigDevice) -> String>) = match strategy {
+            "index" => (
+                g.index.to_string(),
+                Box::new(move |m| format!("{}:{}", g.index, m.index)),
+            ),
+            "uuid" => (g.uuid.clone(), Box::new(|m| m.uuid.clone())),
+            "type-index" => (
+                format!("gpu{}", g.index),
+                Box::new(move |m| format!("mig{}:{}", g.index, m.index)),
+            ),
+            other => {
+                return Err(format!(
+                    "device-name-strategy {other:?} is not one nvidia-ctk knows (index, uuid, type-index)"
+                ));
+            }
+        };
+        names.push(format!("nvidia.com/gpu={gpu}"));
+        for m in &g.mig_devices {
+            names.push(format!("nvidia.com/gpu={}", mig(m)));
+        }
+    }
+    names.push("nvidia.com/gpu=all".to_string());
+    names.iter().map(|n| parse_device(n)).collect()
 }
 
 impl Scenario {
@@ -319,7 +438,12 @@ impl Scenario {
                 "manualRuntimes": f.manual_runtimes,
                 "dockerGroupMembers": f.docker_group_members,
             },
-            "gpus": { "count": self.gpus.count, "pci": self.gpus.pci },
+            "gpus": {
+                "count": self.gpus.count,
+                "declared": self.gpus.declared.to_json(),
+                "pci": self.gpus.pci,
+            },
+            "appliesTo": self.applies_to.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             "image": self.image,
             "expectedDevices": self.expected_devices.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
         })
@@ -338,7 +462,10 @@ struct RawScenario {
     description: String,
     image: Option<String>,
     machine: toml::Table,
+    #[serde(default)]
     gpus: RawGpus,
+    // Strings, validated in `parse`, so that a bad value is rejected naming its index.
+    applies_to: Option<Vec<String>>,
     #[serde(default)]
     expect: RawExpect,
     #[serde(default)]
@@ -347,10 +474,11 @@ struct RawScenario {
     sim: RawSim,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawGpus {
-    count: u32,
+    // A number or "auto" (the default), validated in `parse`.
+    count: Option<toml::Value>,
     #[serde(default)]
     pci: Vec<String>,
     model: Option<String>,
@@ -508,15 +636,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
 
     let facts = machine_facts(&raw.machine).map_err(|(key, reason)| invalid(&key, reason))?;
 
-    if raw.gpus.count > 64 {
-        return Err(invalid(
-            "gpus.count",
-            format!(
-                "{} GPUs is more than any machine has (at most 64)",
-                raw.gpus.count
-            ),
-        ));
-    }
+    let declared = match &raw.gpus.count {
+        None => GpuCount::Auto,
+        Some(toml::Value::String(s)) if s == "auto" => GpuCount::Auto,
+        Some(toml::Value::Integer(n)) if (0..=64).contains(n) => GpuCount::Fixed(*n as u32),
+        Some(toml::Value::Integer(n)) if *n > 64 => {
+            return Err(invalid(
+                "gpus.count",
+                format!("{n} GPUs is more than any machine has (at most 64)"),
+            ));
+        }
+        Some(other) => {
+            return Err(invalid(
+                "gpus.count",
+                format!(
+                    "must be \"auto\" (the GPUs the driver reports) or a number of GPUs from 0 to 64, found {other}"
+                ),
+            ));
+        }
+    };
+    let count = match declared {
+        GpuCount::Fixed(n) => n,
+        GpuCount::Auto if !raw.gpus.pci.is_empty() => raw.gpus.pci.len() as u32,
+        GpuCount::Auto => SIM_AUTO_GPU_COUNT,
+    };
     for (i, pci) in raw.gpus.pci.iter().enumerate() {
         if !is_pci_address(pci) {
             return Err(invalid(
@@ -525,13 +668,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
     }
-    if !raw.gpus.pci.is_empty() && raw.gpus.pci.len() != raw.gpus.count as usize {
+    if !raw.gpus.pci.is_empty() && raw.gpus.pci.len() != count as usize {
         return Err(invalid(
             "gpus.pci",
             format!(
                 "lists {} addresses but gpus.count is {}",
                 raw.gpus.pci.len(),
-                raw.gpus.count
+                count
             ),
         ));
     }
@@ -539,6 +682,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     let image = raw.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
     validate_image(&image).map_err(|reason| invalid("image", reason))?;
 
+    if declared == GpuCount::Auto && raw.expect.devices.is_some() {
+        return Err(invalid(
+            "expect.devices",
+            "a fixed list of devices needs a fixed gpus.count; with count = \"auto\" the devices are the driver's GPUs (remove expect.devices or set a count)".into(),
+        ));
+    }
     let expected_devices = match raw.expect.devices {
         Some(list) => {
             let mut out = Vec::new();
@@ -547,7 +696,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             }
             out
         }
-        None => default_devices(raw.gpus.count, &facts.device_name_strategy).map_err(|r| {
+        None if declared == GpuCount::Auto => devices_for_inventory(
+            &crate::gpu::sim_inventory(count),
+            &facts.device_name_strategy,
+        )
+        .map_err(|r| {
+            invalid(
+                "machine.hardware.nvidia-container-toolkit.device-name-strategy",
+                r,
+            )
+        })?,
+        None => default_devices(count, &facts.device_name_strategy).map_err(|r| {
             invalid(
                 "machine.hardware.nvidia-container-toolkit.device-name-strategy",
                 r,
@@ -706,6 +865,44 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         }
     }
 
+    let applies_to = match &raw.applies_to {
+        None => Place::ALL.to_vec(),
+        Some(list) => {
+            let mut places = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let place = Place::parse(p).ok_or_else(|| {
+                    invalid(
+                        &format!("applies-to[{i}]"),
+                        format!(
+                            "{p:?} is not a place a scenario runs; use \"sim\", \"vm\" or \"host\""
+                        ),
+                    )
+                })?;
+                if places.contains(&place) {
+                    return Err(invalid(
+                        &format!("applies-to[{i}]"),
+                        format!("{p:?} is listed twice"),
+                    ));
+                }
+                places.push(place);
+            }
+            if places.is_empty() {
+                return Err(invalid(
+                    "applies-to",
+                    "is an empty list, so the scenario would run nowhere; list \"sim\", \"vm\" and/or \"host\", or remove the key (all three)".into(),
+                ));
+            }
+            places.sort();
+            places
+        }
+    };
+    if !raw.expect.fail.is_empty() && applies_to.contains(&Place::Host) {
+        return Err(invalid(
+            "applies-to",
+            "includes \"host\", but the scenario declares failures ([[expect.fail]]): it models a broken machine, and a healthy host would fail or pass its checks for meaningless reasons; set applies-to = [\"sim\", \"vm\"]".into(),
+        ));
+    }
+
     let mut scenario = Scenario {
         name,
         path: path.to_path_buf(),
@@ -713,7 +910,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         machine: raw.machine,
         facts,
         gpus: Gpus {
-            count: raw.gpus.count,
+            count,
+            declared,
             pci: raw.gpus.pci,
             model: raw
                 .gpus
@@ -726,6 +924,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         runs,
         expected_failures: Vec::new(),
         sim,
+        applies_to,
     };
 
     let known = scenario.check_names();
@@ -1170,6 +1369,12 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
 "#;
 
     fn parse_seed(text: &str) -> Result<Scenario, ScenarioError> {
+        // Declared failures model a broken machine, which no host is: such texts (in
+        // the cases below) run on sim and in VMs only, unless they say otherwise.
+        if text.contains("[[expect.fail]]") && !text.contains("applies-to") {
+            let text = format!("applies-to = [\"sim\", \"vm\"]\n{text}");
+            return parse(Path::new("scenarios/seed.toml"), &text);
+        }
         parse(Path::new("scenarios/seed.toml"), text)
     }
 
@@ -1236,10 +1441,54 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
     #[case::fault_without_spec(format!("{SEED}\n[sim]\nspec = \"missing\"\nfault = \"failing-hook\"\n"), "`sim.fault`")]
     #[case::fault_not_string(format!("{SEED}\n[sim]\nfault = 1\n"), "fault")]
     #[case::runtime_without_path(format!("{SEED}\n[machine.virtualisation.docker.daemon.settings.runtimes.nvidia]\nargs = []\n"), "runtimes.nvidia")]
+    #[case::count_word(SEED.replace("count = 1", "count = \"all\""), "`gpus.count`: must be \"auto\"")]
+    #[case::count_negative(SEED.replace("count = 1", "count = -1"), "`gpus.count`")]
+    #[case::auto_with_devices(SEED.replace("count = 1", "count = \"auto\"\n[expect]\ndevices = [\"nvidia.com/gpu=0\"]"), "`expect.devices`: a fixed list of devices needs a fixed gpus.count")]
+    #[case::applies_unknown(format!("applies-to = [\"sim\", \"cloud\"]\n{SEED}"), "`applies-to[1]`: \"cloud\" is not a place")]
+    #[case::applies_twice(format!("applies-to = [\"vm\", \"vm\"]\n{SEED}"), "`applies-to[1]`: \"vm\" is listed twice")]
+    #[case::applies_empty(format!("applies-to = []\n{SEED}"), "`applies-to`: is an empty list")]
+    #[case::applies_not_list(format!("applies-to = \"sim\"\n{SEED}"), "applies-to")]
+    #[case::broken_on_host(format!("applies-to = [\"sim\", \"host\"]\n{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\ncause = \"spec-missing\"\n"), "`applies-to`: includes \"host\", but the scenario declares failures")]
     fn invalid_values_name_the_key(#[case] text: String, #[case] key: &str) {
         let err = parse_seed(&text).expect_err("rejected").to_string();
         assert!(err.starts_with("scenarios/seed.toml"), "{err}");
         assert!(err.contains(key), "expected key {key} in: {err}");
+    }
+
+    #[test]
+    fn count_auto_is_the_default_with_the_sim_count_until_a_host_resolves_it() {
+        for text in [
+            SEED.replace("count = 1", "count = \"auto\""),
+            SEED.replace("[gpus]\ncount = 1\n", ""),
+        ] {
+            let s = parse_seed(&text).expect("parses");
+            assert_eq!(s.gpus.declared, GpuCount::Auto);
+            assert_eq!(s.gpus.count, SIM_AUTO_GPU_COUNT);
+            assert_eq!(s.expected_devices.len(), SIM_AUTO_GPU_COUNT as usize + 1);
+            assert_eq!(s.export_json()["gpus"]["declared"], "auto");
+            assert_eq!(s.export_json()["gpus"]["count"], SIM_AUTO_GPU_COUNT);
+        }
+        let pci = SEED.replace(
+            "count = 1",
+            "count = \"auto\"\npci = [\"0000:01:00.0\", \"0000:02:00.0\", \"0000:03:00.0\"]",
+        );
+        assert_eq!(parse_seed(&pci).expect("parses").gpus.count, 3);
+        let fixed = parse_seed(SEED).expect("parses");
+        assert_eq!(fixed.gpus.declared, GpuCount::Fixed(1));
+        assert_eq!(fixed.export_json()["gpus"]["declared"], 1);
+    }
+
+    #[test]
+    fn applies_to_defaults_to_everywhere_and_is_exported_in_order() {
+        let s = parse_seed(SEED).expect("parses");
+        assert_eq!(s.applies_to, Place::ALL.to_vec());
+        let s = parse_seed(&format!("applies-to = [\"vm\", \"sim\"]\n{SEED}")).expect("parses");
+        assert!(s.applies_at(Place::Sim) && s.applies_at(Place::Vm));
+        assert!(!s.applies_at(Place::Host));
+        assert_eq!(
+            s.export_json()["appliesTo"],
+            serde_json::json!(["sim", "vm"])
+        );
     }
 
     #[test]

@@ -1,0 +1,571 @@
+//! Which backend a run uses and which scenarios apply to the machine it checks: the one
+//! decision `cdi-harness run --backend auto` and `cargo test` (`tests/scenarios.rs`)
+//! share, so that the two can never check different things on the same machine.
+//!
+//! `auto` means the machine's own engine ([`BackendKind::Host`]) when the NVIDIA driver
+//! answers with at least one GPU *and* the default engine is reachable with CDI on;
+//! anything less is the simulated backend, with the reason printed, because checking a
+//! machine that cannot run a GPU container would only report its absence. Then
+//! [`plan`] decides scenario by scenario: a scenario that models another machine (its
+//! `applies-to` lacks the place), or declares a GPU count the machine does not have, is
+//! skipped with that reason; `count = "auto"` becomes the driver's GPUs.
+//!
+//! Every probe goes through [`HostSource`], so the choice and the plan are tested with
+//! inventories recorded on real machines (1 H100, 8 H100s, MIG) without a GPU.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::engine::EngineInfo;
+use crate::gpu::{GpuError, Inventory};
+use crate::host::HostSource;
+use crate::outcome::BackendKind;
+use crate::scenario::{GpuCount, Place, Scenario};
+
+/// The environment variable that overrides the choice (`sim`, `host` or `auto`), for
+/// `cargo test`, where there are no flags.
+pub const BACKEND_ENV: &str = "CDI_HARNESS_BACKEND";
+
+/// Why a backend could not be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    /// `CDI_HARNESS_BACKEND` holds something else than a backend name.
+    #[error("{BACKEND_ENV}={value:?} is not a backend: use `sim`, `host` or `auto` (or unset it)")]
+    BadOverride {
+        /// The value found.
+        value: String,
+    },
+}
+
+/// The backend of a run and why it was chosen.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// The backend.
+    pub backend: BackendKind,
+    /// One sentence for the user: what was found, and how to choose otherwise.
+    pub why: String,
+    /// The driver's answer, when it was asked (the auto choice and `host` ask it):
+    /// [`plan`] needs it for `count = "auto"` and the GPU-count rule.
+    pub gpus: Option<Result<Inventory, GpuError>>,
+}
+
+/// The engine `host` would reach by default, as `docker` itself chooses it:
+/// `DOCKER_HOST`, else the rootful socket when it exists, else the user's rootless one.
+/// Returns how it was chosen and the socket path; `Err` for a `DOCKER_HOST` that is not
+/// a unix socket (it cannot be probed here).
+pub fn default_engine_socket(host: &dyn HostSource) -> Result<(String, PathBuf), String> {
+    if let Some(h) = host.env("DOCKER_HOST") {
+        return match h.strip_prefix("unix://") {
+            Some(p) => Ok(("DOCKER_HOST".to_string(), PathBuf::from(p))),
+            None => Err(format!(
+                "DOCKER_HOST={h} is not a unix socket, so it was not probed"
+            )),
+        };
+    }
+    let rootful = PathBuf::from("/run/docker.sock");
+    if host.file_info(&rootful).is_some() {
+        return Ok(("the rootful socket".to_string(), rootful));
+    }
+    let dir = host
+        .env("XDG_RUNTIME_DIR")
+        .unwrap_or_else(|| format!("/run/user/{}", host.user().uid));
+    Ok((
+        "the rootless socket".to_string(),
+        PathBuf::from(dir).join("docker.sock"),
+    ))
+}
+
+/// The `auto` choice from what the driver and the default engine answered: `host` only
+/// when both are usable, else `sim` with the reason and the override.
+pub fn decide(
+    gpus: &Result<Inventory, GpuError>,
+    engine: &Result<(String, PathBuf, EngineInfo), String>,
+) -> (BackendKind, String) {
+    let to_host =
+        format!("set {BACKEND_ENV}=host (or --backend host) to check this machine anyway");
+    let inv = match gpus {
+        Ok(inv) if !inv.gpus.is_empty() => inv,
+        Ok(_) => {
+            return (
+                BackendKind::Sim,
+                format!("sim: the NVIDIA driver reports no GPU; {to_host}"),
+            );
+        }
+        Err(e) => {
+            return (
+                BackendKind::Sim,
+                format!("sim: no usable NVIDIA driver ({e})"),
+            );
+        }
+    };
+    let gpus = format!(
+        "{} GPU(s) ({}, driver {})",
+        inv.gpus.len(),
+        inv.gpus
+            .first()
+            .map(|g| g.name.as_str())
+            .unwrap_or_default(),
+        inv.driver_version
+    );
+    match engine {
+        Err(e) => (
+            BackendKind::Sim,
+            format!("sim: the driver reports {gpus}, but no engine was reached ({e}); {to_host}"),
+        ),
+        Ok((how, path, info)) if info.cdi_spec_dirs.is_empty() => (
+            BackendKind::Sim,
+            format!(
+                "sim: the driver reports {gpus}, but the engine at {} ({how}, Docker {}) has CDI off (no CDISpecDirs in docker info); {to_host}",
+                path.display(),
+                info.server_version
+            ),
+        ),
+        Ok((how, path, info)) => (
+            BackendKind::Host,
+            format!(
+                "host: the driver reports {gpus} and the engine at {} ({how}, Docker {}) has CDI on (spec dirs {})",
+                path.display(),
+                info.server_version,
+                info.cdi_spec_dirs.join(", ")
+            ),
+        ),
+    }
+}
+
+/// Chooses the backend: `value` is `CDI_HARNESS_BACKEND` (or `--backend`) when set;
+/// `auto` or nothing probes the machine through `host` ([`decide`]). An explicit `host`
+/// still reads the driver, for [`plan`].
+pub fn choose(value: Option<&str>, host: &dyn HostSource) -> Result<Choice, SelectError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        Some("sim") => Ok(Choice {
+            backend: BackendKind::Sim,
+            why: format!("sim: {BACKEND_ENV}=sim or --backend sim"),
+            gpus: None,
+        }),
+        Some("host") => Ok(Choice {
+            backend: BackendKind::Host,
+            why: format!("host: {BACKEND_ENV}=host or --backend host"),
+            gpus: Some(host.gpus()),
+        }),
+        None | Some("auto") => {
+            let gpus = host.gpus();
+            let engine = if matches!(&gpus, Ok(inv) if !inv.gpus.is_empty()) {
+                default_engine_socket(host).and_then(|(how, path)| {
+                    host.docker_info(&path)
+                        .map(|info| (how, path.clone(), info))
+                        .map_err(|e| format!("{}: {e}", path.display()))
+                })
+            } else {
+                Err("not probed".to_string())
+            };
+            let (backend, why) = decide(&gpus, &engine);
+            Ok(Choice {
+                backend,
+                why,
+                gpus: Some(gpus),
+            })
+        }
+        Some(other) => Err(SelectError::BadOverride {
+            value: other.to_string(),
+        }),
+    }
+}
+
+/// The scenarios of a run on one machine: each resolved for it, or skipped with why.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Every scenario, in the order given; `count = "auto"` resolved where the driver
+    /// answered.
+    pub scenarios: Vec<Scenario>,
+    /// Scenarios whose checks are skipped on this machine, by name, with the reason
+    /// (`RunOptions::not_applicable` reports each check as skipped with it).
+    pub skipped: BTreeMap<String, String>,
+}
+
+/// Decides scenario by scenario what a run at `place` checks, with the driver's answer
+/// `gpus` (`None`: not asked, as on `sim`):
+/// - a scenario whose `applies-to` lacks `place` is skipped (it models another machine:
+///   on a host, a broken one that `sim` and its NixOS VM test build);
+/// - `count = "auto"` becomes the driver's GPUs; on a host without an answer the
+///   scenario is skipped with the driver's error; in a VM without one it keeps the VM's
+///   simulated count;
+/// - a fixed count that differs from the driver's is skipped: that is another machine.
+pub fn plan(
+    scenarios: &[Scenario],
+    place: Place,
+    gpus: Option<&Result<Inventory, GpuError>>,
+) -> Plan {
+    let mut out = Plan::default();
+    for s in scenarios {
+        let mut resolved = s.clone();
+        let reason = if !s.applies_at(place) {
+            Some(format!(
+                "{} does not apply to {}: it models another machine and declares applies-to = [{}]",
+                s.name,
+                place_words(place),
+                s.applies_to
+                    .iter()
+                    .map(|p| format!("\"{}\"", p.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        } else if place == Place::Sim {
+            None
+        } else {
+            match (s.gpus.declared, gpus) {
+                (GpuCount::Auto, Some(Ok(inv))) => match s.with_inventory(inv) {
+                    Ok(r) => {
+                        resolved = r;
+                        None
+                    }
+                    Err(e) => Some(format!("gpus.count = \"auto\": {e}")),
+                },
+                (GpuCount::Auto, Some(Err(e))) if place == Place::Host => Some(format!(
+                    "gpus.count = \"auto\" needs the driver's GPUs, and there are none to count: {e}"
+                )),
+                (GpuCount::Fixed(n), Some(Ok(inv))) if inv.gpus.len() != n as usize => {
+                    Some(format!(
+                        "{} models a machine with {n} GPU(s); this one has {} ({}): set gpus.count = \"auto\" to check this machine's GPUs",
+                        s.name,
+                        inv.gpus.len(),
+                        if inv.simulated {
+                            "simulated"
+                        } else {
+                            "reported by the driver"
+                        }
+                    ))
+                }
+                _ => None,
+            }
+        };
+        if let Some(r) = reason {
+            out.skipped.insert(s.name.clone(), r);
+        }
+        out.scenarios.push(resolved);
+    }
+    out
+}
+
+fn place_words(place: Place) -> &'static str {
+    match place {
+        Place::Sim => "the sim backend",
+        Place::Vm => "its NixOS VM test",
+        Place::Host => "this host",
+    }
+}
+
+/// The place a run checks: `sim`, or a host (a scenario's NixOS VM when `in_vm`).
+pub fn place_of(backend: BackendKind, in_vm: bool) -> Place {
+    match backend {
+        BackendKind::Sim => Place::Sim,
+        BackendKind::Host if in_vm => Place::Vm,
+        BackendKind::Host => Place::Host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::gpu::parse_smi_list_with_mig;
+    use crate::host::{FileInfo, HostError, UserInfo};
+
+    fn fixture(rel: &str) -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// The H100 machine, as NVML reported it (tests/fixtures/h100/nvml).
+    fn h100() -> Inventory {
+        serde_json::from_str(&fixture("h100/nvml/inventory.json")).expect("inventory")
+    }
+
+    /// An inventory from a recorded `nvidia-smi -L` (8 H100s, or MIG).
+    fn from_smi(rel: &str) -> Inventory {
+        Inventory {
+            driver_version: "580.159.04".into(),
+            cuda_version: None,
+            gpus: parse_smi_list_with_mig(&fixture(rel)),
+            source: rel.into(),
+            simulated: false,
+        }
+    }
+
+    struct Machine {
+        gpus: Result<Inventory, GpuError>,
+        env: BTreeMap<String, String>,
+        sockets: Vec<PathBuf>,
+        engine: Result<EngineInfo, String>,
+    }
+
+    impl Machine {
+        fn new(gpus: Result<Inventory, GpuError>, cdi: bool) -> Machine {
+            Machine {
+                gpus,
+                env: BTreeMap::new(),
+                sockets: vec![PathBuf::from("/run/docker.sock")],
+                engine: Ok(EngineInfo {
+                    server_version: "28.5.2".into(),
+                    cdi_spec_dirs: if cdi {
+                        vec!["/etc/cdi".into(), "/var/run/cdi".into()]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                }),
+            }
+        }
+    }
+
+    impl HostSource for Machine {
+        fn systemctl_show(&self, _: &str, _: &[&str]) -> Result<String, HostError> {
+            Err(HostError::Missing {
+                command: "systemctl".into(),
+                message: "not in this test".into(),
+            })
+        }
+        fn journal_tail(&self, _: &str, _: u32) -> Result<String, HostError> {
+            Ok(String::new())
+        }
+        fn file_info(&self, path: &Path) -> Option<FileInfo> {
+            self.sockets.iter().any(|s| s == path).then(|| FileInfo {
+                path: path.to_path_buf(),
+                is_dir: false,
+                is_socket: true,
+                uid: 0,
+                gid: 0,
+                mode: 0o140660,
+                mtime: None,
+            })
+        }
+        fn list_dir(&self, _: &Path) -> Vec<PathBuf> {
+            Vec::new()
+        }
+        fn read_to_string(&self, path: &Path) -> Result<String, HostError> {
+            Err(HostError::Read {
+                path: path.to_path_buf(),
+                message: "not in this test".into(),
+            })
+        }
+        fn boot_time(&self) -> Option<std::time::SystemTime> {
+            None
+        }
+        fn user(&self) -> UserInfo {
+            UserInfo {
+                uid: 1000,
+                name: "ryan".into(),
+                ..Default::default()
+            }
+        }
+        fn env(&self, key: &str) -> Option<String> {
+            self.env.get(key).cloned()
+        }
+        fn docker_info(&self, socket: &Path) -> Result<EngineInfo, String> {
+            if self.sockets.iter().any(|s| s == socket) {
+                self.engine.clone()
+            } else {
+                Err(format!("{}: connection refused", socket.display()))
+            }
+        }
+        fn gpus(&self) -> Result<Inventory, GpuError> {
+            self.gpus.clone()
+        }
+        fn run_fix(&self, _: &[&str]) -> Result<String, HostError> {
+            unreachable!("never called")
+        }
+    }
+
+    fn no_nvml() -> Result<Inventory, GpuError> {
+        Err(GpuError::Unavailable {
+            reason: "libnvidia-ml.so.1: cannot open shared object file".into(),
+        })
+    }
+
+    #[test]
+    fn auto_is_host_with_a_driver_and_a_cdi_engine() {
+        for inv in [
+            h100(),
+            from_smi("gpu/h100x8-nvidia-smi-L.txt"),
+            from_smi("gpu/a100-mig-nvidia-smi-L.txt"),
+        ] {
+            let n = inv.gpus.len();
+            let c = choose(None, &Machine::new(Ok(inv), true)).expect("chosen");
+            assert_eq!(c.backend, BackendKind::Host, "{}", c.why);
+            assert!(c.why.contains(&format!("{n} GPU(s)")), "{}", c.why);
+            assert!(c.why.contains("/run/docker.sock"), "{}", c.why);
+            assert!(matches!(c.gpus, Some(Ok(_))));
+        }
+    }
+
+    #[test]
+    fn auto_is_sim_without_driver_engine_or_cdi_and_says_why() {
+        let c = choose(Some("auto"), &Machine::new(no_nvml(), true)).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Sim);
+        assert!(c.why.contains("no usable NVIDIA driver"), "{}", c.why);
+
+        let c = choose(None, &Machine::new(Ok(h100()), false)).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Sim);
+        assert!(c.why.contains("CDI off"), "{}", c.why);
+        assert!(c.why.contains("CDI_HARNESS_BACKEND=host"), "{}", c.why);
+
+        let mut m = Machine::new(Ok(h100()), true);
+        m.sockets.clear();
+        let c = choose(None, &m).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Sim);
+        assert!(c.why.contains("no engine was reached"), "{}", c.why);
+        assert!(c.why.contains("/run/user/1000/docker.sock"), "{}", c.why);
+
+        let mut empty = h100();
+        empty.gpus.clear();
+        let c = choose(None, &Machine::new(Ok(empty), true)).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Sim);
+        assert!(c.why.contains("no GPU"), "{}", c.why);
+    }
+
+    #[test]
+    fn auto_follows_docker_host() {
+        let mut m = Machine::new(Ok(h100()), true);
+        m.sockets = vec![PathBuf::from("/run/user/1000/docker.sock")];
+        m.env.insert(
+            "DOCKER_HOST".into(),
+            "unix:///run/user/1000/docker.sock".into(),
+        );
+        let c = choose(None, &m).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Host, "{}", c.why);
+        assert!(c.why.contains("DOCKER_HOST"), "{}", c.why);
+        m.env
+            .insert("DOCKER_HOST".into(), "tcp://10.0.0.1:2375".into());
+        let c = choose(None, &m).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Sim);
+        assert!(c.why.contains("not a unix socket"), "{}", c.why);
+    }
+
+    #[test]
+    fn the_override_wins_and_a_bad_one_is_an_error() {
+        let m = Machine::new(Ok(h100()), true);
+        assert_eq!(
+            choose(Some("sim"), &m).expect("chosen").backend,
+            BackendKind::Sim
+        );
+        let m = Machine::new(no_nvml(), false);
+        let c = choose(Some("host"), &m).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Host);
+        assert!(matches!(c.gpus, Some(Err(_))));
+        let e = choose(Some("gpu"), &m).expect_err("rejected");
+        assert!(e.to_string().contains("use `sim`, `host` or `auto`"), "{e}");
+    }
+
+    fn scenarios() -> Vec<Scenario> {
+        crate::scenario::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
+            .expect("the shipped scenarios load")
+    }
+
+    const BROKEN: [&str; 6] = [
+        "spec-missing",
+        "cdi-disabled",
+        "conflicting-specs",
+        "legacy-runtime",
+        "stale-mount",
+        "failing-hook",
+    ];
+
+    #[test]
+    fn on_a_one_gpu_host_broken_models_and_multi_gpu_are_skipped() {
+        let all = scenarios();
+        let p = plan(&all, Place::Host, Some(&Ok(h100())));
+        for name in BROKEN {
+            let why = p.skipped.get(name).map(String::as_str).unwrap_or_default();
+            assert!(
+                why.contains("applies-to = [\"sim\", \"vm\"]"),
+                "{name}: {why}"
+            );
+        }
+        let multi = p.skipped.get("multi-gpu").cloned().unwrap_or_default();
+        assert!(multi.contains("4 GPU(s); this one has 1"), "{multi}");
+        for name in ["seed", "rootless-default"] {
+            assert!(!p.skipped.contains_key(name), "{name}: {:?}", p.skipped);
+            let s = p
+                .scenarios
+                .iter()
+                .find(|s| s.name == name)
+                .expect("planned");
+            assert_eq!(s.gpus.count, 1);
+            let devs: Vec<String> = s.expected_devices.iter().map(|d| d.to_string()).collect();
+            assert_eq!(devs, ["nvidia.com/gpu=0", "nvidia.com/gpu=all"]);
+            assert!(s.check_names().contains(&"device_0".to_string()));
+            assert!(!s.check_names().contains(&"device_1".to_string()));
+        }
+    }
+
+    #[test]
+    fn on_an_eight_gpu_host_auto_is_eight_and_four_is_another_machine() {
+        let inv = from_smi("gpu/h100x8-nvidia-smi-L.txt");
+        let p = plan(&scenarios(), Place::Host, Some(&Ok(inv)));
+        let seed = p.scenarios.iter().find(|s| s.name == "seed").expect("seed");
+        assert_eq!(seed.gpus.count, 8);
+        assert_eq!(seed.expected_devices.len(), 9);
+        assert!(seed.check_names().contains(&"device_7".to_string()));
+        assert!(
+            p.skipped
+                .get("multi-gpu")
+                .is_some_and(|w| w.contains("this one has 8"))
+        );
+    }
+
+    #[test]
+    fn mig_devices_and_uuid_names_follow_the_inventory() {
+        let inv = from_smi("gpu/a100-mig-nvidia-smi-L.txt");
+        let mig = inv.gpus[0].mig_devices.len();
+        assert!(mig > 0);
+        let seed = scenarios()
+            .into_iter()
+            .find(|s| s.name == "seed")
+            .expect("seed");
+        let r = seed.with_inventory(&inv).expect("resolved");
+        let devs: Vec<String> = r.expected_devices.iter().map(|d| d.to_string()).collect();
+        assert_eq!(devs[0], "nvidia.com/gpu=0");
+        assert_eq!(devs[1], "nvidia.com/gpu=0:0");
+        assert_eq!(devs.len(), inv.gpus.len() + mig + 1);
+        assert_eq!(devs.last().map(String::as_str), Some("nvidia.com/gpu=all"));
+
+        let by_uuid = crate::scenario::devices_for_inventory(&inv, "uuid").expect("uuid names");
+        assert_eq!(
+            by_uuid[0].to_string(),
+            format!("nvidia.com/gpu={}", inv.gpus[0].uuid)
+        );
+        assert!(by_uuid[1].to_string().contains("MIG-"));
+        assert!(crate::scenario::devices_for_inventory(&inv, "serial").is_err());
+    }
+
+    #[test]
+    fn without_a_driver_auto_is_skipped_on_a_host_and_kept_in_a_vm() {
+        let all = scenarios();
+        let p = plan(&all, Place::Host, Some(&no_nvml()));
+        assert!(
+            p.skipped
+                .get("seed")
+                .is_some_and(|w| w.contains("needs the driver's GPUs")),
+            "{:?}",
+            p.skipped
+        );
+        // A fixed count without a driver runs: its GPU checks say why they skip.
+        assert!(!p.skipped.contains_key("multi-gpu"));
+
+        let p = plan(&all, Place::Vm, Some(&no_nvml()));
+        assert!(!p.skipped.contains_key("seed"));
+        assert!(!p.skipped.contains_key("spec-missing"), "{:?}", p.skipped);
+        let seed = p.scenarios.iter().find(|s| s.name == "seed").expect("seed");
+        assert_eq!(seed.gpus.count, crate::scenario::SIM_AUTO_GPU_COUNT);
+    }
+
+    #[test]
+    fn on_sim_every_shipped_scenario_applies_with_the_sim_count() {
+        let p = plan(&scenarios(), Place::Sim, None);
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let seed = p.scenarios.iter().find(|s| s.name == "seed").expect("seed");
+        assert_eq!(seed.gpus.count, crate::scenario::SIM_AUTO_GPU_COUNT);
+    }
+}
