@@ -327,6 +327,11 @@ impl Engine {
         &self.docker
     }
 
+    /// The call limits this client was made with (an image import takes the pull limit).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
     /// The run id every container of this run is labelled with.
     pub fn run_id(&self) -> &str {
         &self.run_id

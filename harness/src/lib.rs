@@ -18,6 +18,7 @@ pub mod hints;
 pub mod host;
 pub mod judge;
 pub mod lint;
+pub mod local_image;
 pub mod nightly;
 pub mod nixos_eval;
 pub mod outcome;

@@ -57,6 +57,16 @@ pub struct RunOptions {
     /// Running in CI (`--ci`, or `CI` set as insta reads it): a first snapshot with no
     /// stored one fails instead of being recorded for review.
     pub ci: bool,
+    /// Scenarios that do not apply to the machine checked, by name, with why
+    /// ([`crate::select::plan`]): each of their checks is reported skipped with the reason,
+    /// and nothing is started for them.
+    pub not_applicable: BTreeMap<String, String>,
+    /// TEST SEAM, never set by the command line: on `host`, this GPU inventory instead
+    /// of NVML's, for a private engine made to look like a GPU host (simulated spec and
+    /// inventory) in CI. Every result and the report are then labelled simulated, and
+    /// the inventory itself is marked simulated, so nothing it produces can pass for
+    /// real hardware.
+    pub stand_in_gpus: Option<crate::gpu::Inventory>,
 }
 
 impl RunOptions {
@@ -76,6 +86,8 @@ impl RunOptions {
             container_concurrency: 4,
             cancel: CancellationToken::new(),
             ci: crate::snapshot::ci_from_env(),
+            not_applicable: BTreeMap::new(),
+            stand_in_gpus: None,
         }
     }
 
@@ -150,7 +162,7 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
     RunReport {
         schema_version: REPORT_SCHEMA_VERSION,
         backend: opts.backend,
-        simulated: opts.backend.simulated(),
+        simulated: opts.backend.simulated() || opts.stand_in_gpus.is_some(),
         started_at,
         duration: started.elapsed(),
         engines,
@@ -208,6 +220,26 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         .collect();
     if ids.is_empty() {
         return (Vec::new(), None, None);
+    }
+    if let Some(why) = opts.not_applicable.get(&s.name) {
+        let out: Vec<CheckResult> = ids
+            .iter()
+            .map(|id| {
+                let mut r = result(
+                    s,
+                    &id.name(),
+                    opts.backend,
+                    Verdict::skip(why.clone()),
+                    Duration::ZERO,
+                );
+                r.simulated |= opts.stand_in_gpus.is_some();
+                if let Some(p) = &opts.progress {
+                    p(&r);
+                }
+                r
+            })
+            .collect();
+        return (out, None, None);
     }
     let mut facts = Facts {
         backend: Some(opts.backend),
@@ -327,6 +359,7 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
             .copied()
             .unwrap_or_else(|| t.elapsed());
         let mut r = result(s, &name, opts.backend, verdict, took);
+        r.simulated |= opts.stand_in_gpus.is_some();
         if r.evidence.is_none() {
             r.evidence = Some(checks::entry(id).evidence_on(opts.backend));
         }
@@ -428,10 +461,12 @@ async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<S
     let engine = Engine::connect(endpoint, opts.timeouts, run_id)
         .await
         .map_err(FactError::from)?;
-    let image = opts
-        .image_override
-        .clone()
-        .unwrap_or_else(|| s.image.clone());
+    let image = match opts.image_override.as_deref() {
+        // Built from the host's nvidia-smi and imported before the first container.
+        Some(crate::local_image::LOCAL) => crate::local_image::LOCAL_IMAGE.to_string(),
+        Some(other) => other.to_string(),
+        None => s.image.clone(),
+    };
     Ok(Session {
         engine,
         image,
@@ -726,7 +761,7 @@ async fn gather(
     // NVML's init takes up to a second on a real GPU host: it runs beside the rest.
     let gpu_fut = async {
         if needs.contains(&Need::Gpu) && remote.is_none() {
-            Some(gpu_facts(s, opts.backend).await)
+            Some(gpu_facts(s, opts.backend, opts.stand_in_gpus.clone()).await)
         } else {
             None
         }
@@ -1029,18 +1064,28 @@ async fn await_listing(
 
 /// The GPU inventory the cross-checks compare against: NVML on `host` (off the async
 /// threads: loading the library can take a second), the simulated GPUs on `sim`.
-async fn gpu_facts(s: &Scenario, backend: BackendKind) -> crate::gpu::GpuFacts {
+async fn gpu_facts(
+    s: &Scenario,
+    backend: BackendKind,
+    stand_in: Option<crate::gpu::Inventory>,
+) -> crate::gpu::GpuFacts {
     use crate::gpu::GpuSource;
-    let inventory = match backend {
-        BackendKind::Sim => Ok(crate::gpu::sim_inventory(s.gpus.count)),
-        BackendKind::Host => tokio::task::spawn_blocking(|| crate::gpu::NvmlSource.inventory())
-            .await
-            .unwrap_or_else(|e| {
-                Err(crate::gpu::GpuError::Call {
-                    call: "nvmlInit".into(),
-                    message: format!("the NVML probe crashed: {e}"),
+    let inventory = match (backend, stand_in) {
+        (BackendKind::Sim, _) => Ok(crate::gpu::sim_inventory(s.gpus.count)),
+        (BackendKind::Host, Some(mut inv)) => {
+            inv.simulated = true;
+            Ok(inv)
+        }
+        (BackendKind::Host, None) => {
+            tokio::task::spawn_blocking(|| crate::gpu::NvmlSource.inventory())
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::gpu::GpuError::Call {
+                        call: "nvmlInit".into(),
+                        message: format!("the NVML probe crashed: {e}"),
+                    })
                 })
-            }),
+        }
     };
     crate::gpu::GpuFacts {
         inventory,
@@ -1079,13 +1124,23 @@ async fn run_containers(
     if requests.is_empty() {
         return Vec::new();
     }
-    if backend == BackendKind::Host {
+    if backend == BackendKind::Host && image == crate::local_image::LOCAL_IMAGE {
+        let built =
+            crate::local_image::build_and_import(engine.client(), engine.timeouts().pull).await;
+        if let Err(e) = built {
+            let e = FactError::new(e.to_string(), Some(Cause::ImageMissing));
+            return requests
+                .into_iter()
+                .map(|(n, _)| (n, (Err(e.clone()), Duration::ZERO)))
+                .collect();
+        }
+    } else if backend == BackendKind::Host {
         let ready = match engine.image_present(&image).await {
             Ok(true) => Ok(()),
             Ok(false) => engine.pull(&image).await.map_err(|e| {
                 FactError::new(
                     format!(
-                        "image {image} is not present and could not be pulled ({e}): load it with `docker pull {image}`, or `docker load -i FILE.tar` on an offline machine, or pass --image"
+                        "image {image} is not present and could not be pulled ({e}): load it with `docker pull {image}`, or `docker load -i FILE.tar` on an offline machine, or pass --image local (CDI_HARNESS_IMAGE=local for cargo test) to build one from this host's nvidia-smi"
                     ),
                     Some(Cause::ImageMissing),
                 )

@@ -182,6 +182,13 @@ fn tar_err(what: &str, e: std::io::Error) -> SimError {
 /// `busybox-static` package), its applet links (absolute, to `/bin/busybox`), the
 /// directories runc needs and a minimal `/etc/passwd` and `/etc/group`.
 pub fn busybox_rootfs_tar() -> Result<Vec<u8>, SimError> {
+    busybox_rootfs_tar_with(&[])
+}
+
+/// [`busybox_rootfs_tar`] plus `extra` regular files (path relative to the root, its
+/// bytes, its mode) with their parent directories: the host's glibc for the image that
+/// runs the host's own `nvidia-smi` (`crate::local_image`).
+pub fn busybox_rootfs_tar_with(extra: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>, SimError> {
     let busybox = find_static_busybox()?;
     let mut file = std::fs::File::open(&busybox)
         .map_err(|e| SimError::io(format!("opening {}", busybox.display()), e))?;
@@ -192,7 +199,7 @@ pub fn busybox_rootfs_tar() -> Result<Vec<u8>, SimError> {
 
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs: Vec<(String, u32)> = DIRS.iter().map(|(d, m)| (d.to_string(), *m)).collect();
-    for applet in &applets {
+    for applet in applets.iter().chain(extra.iter().map(|(p, _, _)| p)) {
         let mut parent = Path::new(applet).parent();
         while let Some(p) = parent {
             let s = p.to_string_lossy().into_owned();
@@ -226,6 +233,11 @@ pub fn busybox_rootfs_tar() -> Result<Vec<u8>, SimError> {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
         b.append_link(&mut h, applet, "/bin/busybox")
             .map_err(|e| tar_err(applet, e))?;
+    }
+    for (path, bytes, mode) in extra {
+        let mut h = header(tar::EntryType::Regular, *mode, bytes.len() as u64);
+        b.append_data(&mut h, path, bytes.as_slice())
+            .map_err(|e| tar_err(path, e))?;
     }
     b.into_inner().map_err(|e| tar_err("finishing", e))
 }

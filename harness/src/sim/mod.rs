@@ -53,7 +53,9 @@ pub use gpu::{
     SimGpu, expected_smi_list, inventory_text, nvidia_smi_script, sim_gpu_uuid, sim_gpus,
     write_support_files,
 };
-pub use image::{SIM_IMAGE, busybox_rootfs_tar, find_static_busybox, import_image};
+pub use image::{
+    SIM_IMAGE, busybox_rootfs_tar, busybox_rootfs_tar_with, find_static_busybox, import_image,
+};
 pub use rootless::{DEFAULT_ROOTLESS_USER, ENV_ROOTLESS_USER, ROOTLESS_SCRIPT, RootlessOptions};
 pub use spec::{
     FAILING_HOOK_FILE, FAILING_HOOK_MESSAGE, FAILING_HOOK_SCRIPT, SIM_CDI_KIND, SIM_CDI_VERSION,
