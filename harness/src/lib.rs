@@ -16,6 +16,7 @@ pub mod engine;
 pub mod gpu;
 pub mod hints;
 pub mod host;
+pub mod init;
 pub mod judge;
 pub mod lint;
 pub mod local_image;

@@ -145,6 +145,16 @@ enum ScenarioCommand {
         /// A scenario file.
         file: PathBuf,
     },
+    /// Write a scenario that describes this machine: GPU count "auto", the rootful or
+    /// rootless default (sockets, DOCKER_HOST, docker info), the docker group's members,
+    /// the CDI spec dirs docker info reports. Prints it without PATH; never overwrites.
+    Init {
+        /// Describe this machine (the only source so far).
+        #[arg(long, required = true)]
+        from_host: bool,
+        /// Where to write it (e.g. scenarios/my-machine.toml; its name names the scenario).
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -153,7 +163,8 @@ enum BackendArg {
     Host,
     /// A private engine with a simulated NVIDIA spec.
     Sim,
-    /// `host` when /dev/nvidiactl exists, else `sim`.
+    /// `host` when the NVIDIA driver reports GPUs and the default engine is reachable
+    /// with CDI on, else `sim` (the reason is printed).
     Auto,
 }
 
@@ -168,9 +179,15 @@ struct RunArgs {
     /// Only run checks whose trial name (`<scenario>::<check>`) contains this text.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
-    /// Image for the containers on `host`, instead of each scenario's image.
+    /// Image for the containers on `host`, instead of each scenario's image; `local`
+    /// builds one from this host's nvidia-smi and its glibc and imports it (no registry).
     #[arg(long, value_name = "REF")]
     image: Option<String>,
+    /// This host is a scenario's own NixOS VM test: scenarios apply where their
+    /// applies-to lists `vm`, and count = "auto" without a driver is the VM's
+    /// simulated GPUs.
+    #[arg(long)]
+    in_vm: bool,
     /// Engine for `host` (`unix:///path` or `tcp://host:port`); default: DOCKER_HOST, the
     /// rootless socket when the scenario makes it the default, else /var/run/docker.sock.
     #[arg(long, value_name = "URI")]
@@ -249,6 +266,7 @@ fn main() -> ExitCode {
             ScenarioCommand::NixosEval(args) => {
                 ExitCode::from(cdi_harness::nixos_eval::cli::run(*args))
             }
+            ScenarioCommand::Init { from_host: _, path } => init_scenario(path.as_deref()),
             ScenarioCommand::SimDaemonJson { file } => match scenario::load(&file) {
                 Ok(s) => {
                     let json = cdi_harness::nixos_eval::sim_daemon_json(&s);
@@ -357,6 +375,47 @@ fn list(paths: &[PathBuf]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `scenario init --from-host`: the text on stdout, or in a new file at `path`.
+fn init_scenario(path: Option<&Path>) -> ExitCode {
+    let machine = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this machine".to_string());
+    let named = path.unwrap_or(Path::new("this-machine.toml"));
+    let text = match cdi_harness::init::from_host(&cdi_harness::host::SystemHost, named, &machine) {
+        Ok(t) => t,
+        Err(e) => {
+            return config_error(format!(
+                "the scenario written for this host does not load (a bug: please report it): {e}"
+            ));
+        }
+    };
+    let Some(path) = path else {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "wrote {}: `cdi-harness run --scenario {}` (or put it in scenarios/ for cargo test)",
+                path.display(),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_error(format!(
+            "cannot write {}: {e} (an existing file is never overwritten: choose another path)",
+            path.display()
+        )),
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let (scenarios, base) = match load_scenarios(&args.scenarios) {
         Ok(s) => s,
@@ -382,17 +441,32 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
     }
-    let backend = match args.backend {
-        BackendArg::Host => BackendKind::Host,
-        BackendArg::Sim => BackendKind::Sim,
-        BackendArg::Auto => BackendKind::auto(),
+    let choice = match cdi_harness::select::choose(
+        Some(match args.backend {
+            BackendArg::Host => "host",
+            BackendArg::Sim => "sim",
+            BackendArg::Auto => "auto",
+        }),
+        &cdi_harness::host::SystemHost,
+    ) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
     };
+    let backend = choice.backend;
+    // Which scenarios apply to the machine checked, with count = "auto" resolved.
+    let plan = cdi_harness::select::plan(
+        &scenarios,
+        cdi_harness::select::place_of(backend, args.in_vm),
+        choice.gpus.as_ref(),
+    );
+    let scenarios = plan.scenarios;
     let snapshot_dir = args
         .snapshots
         .clone()
         .unwrap_or_else(|| runner::default_snapshot_dir(&base));
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut opts = RunOptions::new(backend, snapshot_dir);
+    opts.not_applicable = plan.skipped;
     opts.image_override = args.image.clone();
     opts.ci = opts.ci || args.ci;
     if let Some(uri) = &args.docker_host {
@@ -447,6 +521,10 @@ fn run(args: RunArgs) -> ExitCode {
                 ""
             }
         );
+        eprintln!("cdi-harness: backend {}", choice.why);
+        for (name, why) in &opts.not_applicable {
+            eprintln!("cdi-harness: {name} is skipped: {why}");
+        }
     }
 
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -269,7 +269,7 @@ mod tests {
 
     use super::*;
     use crate::gpu::parse_smi_list_with_mig;
-    use crate::host::{FileInfo, HostError, UserInfo};
+    use crate::testutil::FakeMachine as Machine;
 
     fn fixture(rel: &str) -> String {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -291,90 +291,6 @@ mod tests {
             gpus: parse_smi_list_with_mig(&fixture(rel)),
             source: rel.into(),
             simulated: false,
-        }
-    }
-
-    struct Machine {
-        gpus: Result<Inventory, GpuError>,
-        env: BTreeMap<String, String>,
-        sockets: Vec<PathBuf>,
-        engine: Result<EngineInfo, String>,
-    }
-
-    impl Machine {
-        fn new(gpus: Result<Inventory, GpuError>, cdi: bool) -> Machine {
-            Machine {
-                gpus,
-                env: BTreeMap::new(),
-                sockets: vec![PathBuf::from("/run/docker.sock")],
-                engine: Ok(EngineInfo {
-                    server_version: "28.5.2".into(),
-                    cdi_spec_dirs: if cdi {
-                        vec!["/etc/cdi".into(), "/var/run/cdi".into()]
-                    } else {
-                        Vec::new()
-                    },
-                    ..Default::default()
-                }),
-            }
-        }
-    }
-
-    impl HostSource for Machine {
-        fn systemctl_show(&self, _: &str, _: &[&str]) -> Result<String, HostError> {
-            Err(HostError::Missing {
-                command: "systemctl".into(),
-                message: "not in this test".into(),
-            })
-        }
-        fn journal_tail(&self, _: &str, _: u32) -> Result<String, HostError> {
-            Ok(String::new())
-        }
-        fn file_info(&self, path: &Path) -> Option<FileInfo> {
-            self.sockets.iter().any(|s| s == path).then(|| FileInfo {
-                path: path.to_path_buf(),
-                is_dir: false,
-                is_socket: true,
-                uid: 0,
-                gid: 0,
-                mode: 0o140660,
-                mtime: None,
-            })
-        }
-        fn list_dir(&self, _: &Path) -> Vec<PathBuf> {
-            Vec::new()
-        }
-        fn read_to_string(&self, path: &Path) -> Result<String, HostError> {
-            Err(HostError::Read {
-                path: path.to_path_buf(),
-                message: "not in this test".into(),
-            })
-        }
-        fn boot_time(&self) -> Option<std::time::SystemTime> {
-            None
-        }
-        fn user(&self) -> UserInfo {
-            UserInfo {
-                uid: 1000,
-                name: "ryan".into(),
-                ..Default::default()
-            }
-        }
-        fn env(&self, key: &str) -> Option<String> {
-            self.env.get(key).cloned()
-        }
-        fn docker_info(&self, socket: &Path) -> Result<EngineInfo, String> {
-            if self.sockets.iter().any(|s| s == socket) {
-                self.engine.clone()
-            } else {
-                Err(format!("{}: connection refused", socket.display()))
-            }
-        }
-        fn gpus(&self) -> Result<Inventory, GpuError> {
-            self.gpus.clone()
-        }
-        fn run_fix(&self, _: &[&str]) -> Result<String, HostError> {
-            unreachable!("never called")
         }
     }
 
