@@ -68,6 +68,13 @@ pub fn probe(host: &dyn HostSource) -> HostFacts {
                 ));
                 cdi_spec_dirs = Some(info.cdi_spec_dirs);
             }
+            Err(e) if host.file_info(path).is_none() => {
+                // No socket anywhere: nothing says rootless, so NixOS's default.
+                rootless_default = false;
+                notes.push(format!(
+                    "engine: none found ({e}): the rootful default assumed, spec dirs unknown"
+                ));
+            }
             Err(e) => notes.push(format!(
                 "engine: {} ({how}) did not answer ({e}): rootful/rootless taken from the socket path, spec dirs unknown",
                 path.display()
@@ -220,12 +227,12 @@ mod tests {
         );
         m.sockets.clear();
         let text = from_host(&m, Path::new("x.toml"), "box").expect("loads");
-        assert!(
-            text.contains("# engine: /run/user/1000/docker.sock"),
-            "{text}"
-        );
-        assert!(text.contains("did not answer"), "{text}");
+        assert!(text.contains("# engine: none found"), "{text}");
+        assert!(text.contains("/run/user/1000/docker.sock"), "{text}");
+        assert!(text.contains("rootful default assumed"), "{text}");
         assert!(text.contains("# GPUs: no NVML"), "{text}");
+        let s = crate::scenario::parse(Path::new("x.toml"), &text).expect("parses");
+        assert!(!s.facts.rootless_default);
     }
 
     #[test]
