@@ -14,8 +14,11 @@ let
   files = lib.filterAttrs (n: type: type == "regular" && lib.hasSuffix ".toml" n) (
     builtins.readDir scenarios
   );
-  names = map (lib.removeSuffix ".toml") (builtins.attrNames files);
   fileOf = name: scenarios + "/${name}.toml";
+  # Only scenarios whose applies-to lists "vm" get a VM test.
+  names = builtins.filter (name: builtins.elem "vm" (import ./lib/scenario.nix (fileOf name)).appliesTo) (
+    map (lib.removeSuffix ".toml") (builtins.attrNames files)
+  );
   withPci = builtins.filter (name: (import ./lib/scenario.nix (fileOf name)).gpus.pci != [ ]) names;
 in
 {

@@ -42,7 +42,8 @@ let
       [ ]
     else if pciAddresses == [ ] then
       throw "cdi-harness VM test ${name}: GPU passthrough needs PCI addresses (gpus.pci in the scenario, or the `pci` argument)"
-    else if builtins.length pciAddresses != scenario.gpus.count then
+    # count = "auto": the VM has as many GPUs as are passed through.
+    else if scenario.gpus.declared != "auto" && builtins.length pciAddresses != scenario.gpus.count then
       throw "cdi-harness VM test ${name}: ${toString (builtins.length pciAddresses)} PCI addresses for gpus.count = ${toString scenario.gpus.count}"
     else
       pciAddresses;

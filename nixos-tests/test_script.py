@@ -64,7 +64,9 @@ with subtest(f"cdi-harness run --backend host on scenario {name}"):
         machine.succeed(f"install -d -m 0777 {snapshots}")
     command = " ".join(
         [
-            "cdi-harness run --backend host",
+            # --in-vm: this VM is the scenario's own machine (applies-to "vm"; count =
+            # "auto" is its simulated GPUs when no driver answers).
+            "cdi-harness run --backend host --in-vm",
             f"--scenario {data['scenarioPath']}",
             f"--image {data['imageRef']}",
             f"--snapshots {snapshots}",

@@ -1,5 +1,5 @@
 # A scenario file as the harness reads it, computed by Nix alone (builtins only, no
-# nixpkgs): `path -> { name, machine, facts, gpus, image, expectedDevices }`.
+# nixpkgs): `path -> { name, machine, facts, gpus, image, expectedDevices, appliesTo }`.
 #
 # The value is exactly what `cdi-harness scenario export FILE` prints
 # (`Scenario::export_json` in harness/src/scenario.rs); `.ci/nix-check` and the flake's
@@ -66,6 +66,7 @@ let
     "image"
     "machine"
     "gpus"
+    "applies-to"
     "expect"
     "run"
     "sim"
@@ -76,8 +77,6 @@ let
       throw "${file}: unknown field `${head unknown}`, expected one of ${builtins.concatStringsSep ", " (map (k: "`${k}`") known)}"
     else if !(raw ? machine) then
       throw "${file}: missing field `machine`"
-    else if !(raw ? gpus) then
-      throw "${file}: missing field `gpus`"
     else if !(raw ? description) then
       throw "${file}: missing field `description`"
     else if match "[[:space:]]*" raw.description != null then
@@ -338,7 +337,8 @@ let
       ;
   };
 
-  rawGpus = checked.gpus;
+  # `[gpus]` may be left out: count = "auto".
+  rawGpus = checked.gpus or { };
   gpuKeys = [
     "count"
     "pci"
@@ -350,14 +350,18 @@ let
     in
     if unknownGpuKeys != [ ] then
       throw "${file}: unknown field `${head unknownGpuKeys}` in [gpus]"
-    else if !(rawGpus ? count) then
-      throw "${file}: missing field `count` in [gpus]"
-    else if typeOf rawGpus.count != "int" || rawGpus.count < 0 then
-      throw "${file}: `gpus.count` must be a non-negative integer"
-    else if rawGpus.count > 64 then
-      invalid "gpus.count" "${toString rawGpus.count} GPUs is more than any machine has (at most 64)"
+    else if declaredCount == "auto" then
+      # scenario::SIM_AUTO_GPU_COUNT, or as many as gpus.pci lists: what the VM gets.
+      (if isList (rawGpus.pci or [ ]) && rawGpus.pci or [ ] != [ ] then length rawGpus.pci else 2)
+    else if typeOf declaredCount == "int" && declaredCount > 64 then
+      invalid "gpus.count" "${toString declaredCount} GPUs is more than any machine has (at most 64)"
+    else if typeOf declaredCount != "int" || declaredCount < 0 then
+      invalid "gpus.count" "must be \"auto\" (the GPUs the driver reports) or a number of GPUs from 0 to 64, found ${builtins.toJSON declaredCount}"
     else
-      rawGpus.count;
+      declaredCount;
+  # `count = "auto"` (the default): the driver's GPUs on a host; `count` above in a VM.
+  declaredCount = rawGpus.count or "auto";
+  auto = declaredCount == "auto";
   pci =
     let
       list = rawGpus.pci or [ ];
@@ -386,17 +390,56 @@ let
     let
       declared = (checked.expect or { }).devices or null;
     in
-    if declared != null then
+    if declared != null && auto then
+      invalid "expect.devices" "a fixed list of devices needs a fixed gpus.count; with count = \"auto\" the devices are the driver's GPUs (remove expect.devices or set a count)"
+    else if declared != null then
       if isList declared && all isString declared then
         declared
       else
         invalid "expect.devices" "must be a list of CDI device names"
     else if count == 0 then
       [ ]
+    # scenario::devices_for_inventory of the simulated GPUs (no MIG).
+    else if auto && deviceNameStrategy == "uuid" then
+      genList (i: "nvidia.com/gpu=${(import ./sim.nix).gpuUuid i}") count ++ [ "nvidia.com/gpu=all" ]
+    else if auto && deviceNameStrategy == "type-index" then
+      genList (i: "nvidia.com/gpu=gpu${toString i}") count ++ [ "nvidia.com/gpu=all" ]
+    else if auto && deviceNameStrategy != "index" then
+      invalid "machine.hardware.nvidia-container-toolkit.device-name-strategy" "device-name-strategy ${builtins.toJSON deviceNameStrategy} is not one nvidia-ctk knows (index, uuid, type-index)"
     else if deviceNameStrategy != "index" then
       invalid "machine.hardware.nvidia-container-toolkit.device-name-strategy" "device-name-strategy ${builtins.toJSON deviceNameStrategy} names devices by UUID; list the expected names in expect.devices"
     else
       genList (i: "nvidia.com/gpu=${toString i}") count ++ [ "nvidia.com/gpu=all" ];
+  # `applies-to`: where the scenario's verdicts mean something (all three by default),
+  # in the order sim, vm, host; a scenario with declared failures models a broken
+  # machine and may not list "host".
+  places = [
+    "sim"
+    "vm"
+    "host"
+  ];
+  appliesTo =
+    let
+      list = checked."applies-to" or places;
+      indices = genList (i: i) (length list);
+      unknownAt = builtins.filter (i: !(elem (elemAt list i) places)) indices;
+      twiceAt = builtins.filter (
+        i: elem (elemAt list i) (genList (j: elemAt list j) i)
+      ) indices;
+      failures = (checked.expect or { }).fail or [ ];
+    in
+    if !(isList list) || !(all isString list) then
+      invalid "applies-to" "must be a list of places: \"sim\", \"vm\", \"host\""
+    else if unknownAt != [ ] then
+      invalid "applies-to[${toString (head unknownAt)}]" "${builtins.toJSON (elemAt list (head unknownAt))} is not a place a scenario runs; use \"sim\", \"vm\" or \"host\""
+    else if twiceAt != [ ] then
+      invalid "applies-to[${toString (head twiceAt)}]" "${builtins.toJSON (elemAt list (head twiceAt))} is listed twice"
+    else if list == [ ] then
+      invalid "applies-to" "is an empty list, so the scenario would run nowhere; list \"sim\", \"vm\" and/or \"host\", or remove the key (all three)"
+    else if failures != [ ] && elem "host" list then
+      invalid "applies-to" "includes \"host\", but the scenario declares failures ([[expect.fail]]): it models a broken machine, and a healthy host would fail or pass its checks for meaningless reasons; set applies-to = [\"sim\", \"vm\"]"
+    else
+      builtins.filter (p: elem p list) places;
   result = {
     inherit
       name
@@ -404,9 +447,11 @@ let
       facts
       image
       expectedDevices
+      appliesTo
       ;
     gpus = {
       inherit count pci;
+      declared = declaredCount;
     };
   };
 in
@@ -420,4 +465,5 @@ builtins.foldl' (acc: v: builtins.deepSeq v acc) result [
   pci
   image
   expectedDevices
+  appliesTo
 ]
