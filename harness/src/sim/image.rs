@@ -229,7 +229,11 @@ pub fn busybox_rootfs_tar_with(extra: &[(String, Vec<u8>, u32)]) -> Result<Vec<u
         b.append_data(&mut h, name, text.as_bytes())
             .map_err(|e| tar_err(name, e))?;
     }
-    for applet in &applets {
+    // A file of `extra` replaces the applet link of the same path (one entry per path).
+    for applet in applets
+        .iter()
+        .filter(|a| !extra.iter().any(|(p, _, _)| p == *a))
+    {
         let mut h = header(tar::EntryType::Symlink, 0o777, 0);
         b.append_link(&mut h, applet, "/bin/busybox")
             .map_err(|e| tar_err(applet, e))?;
