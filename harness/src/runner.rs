@@ -1112,6 +1112,26 @@ fn device_request(
 
 type RunResults = Vec<(String, (Result<RunOutcome, FactError>, Duration))>;
 
+/// Without the image no container runs: the first check says why and how to load it,
+/// the others point at it, so the reason is read once and not once per container.
+fn image_missing(requests: Vec<(String, RunRequest)>, e: FactError) -> RunResults {
+    let first = requests.first().map(|(_, r)| r.check.clone());
+    requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, _))| {
+            let err = match (&first, i) {
+                (Some(first), 1..) => FactError::new(
+                    format!("not run: the image is missing (see {first})"),
+                    e.cause,
+                ),
+                _ => e.clone(),
+            };
+            (n, (Err(err), Duration::ZERO))
+        })
+        .collect()
+}
+
 /// Runs the containers, a few at a time. On `host` a missing image is pulled once first;
 /// if that fails every run reports why and how to load the image.
 async fn run_containers(
@@ -1128,11 +1148,10 @@ async fn run_containers(
         let built =
             crate::local_image::build_and_import(engine.client(), engine.timeouts().pull).await;
         if let Err(e) = built {
-            let e = FactError::new(e.to_string(), Some(Cause::ImageMissing));
-            return requests
-                .into_iter()
-                .map(|(n, _)| (n, (Err(e.clone()), Duration::ZERO)))
-                .collect();
+            return image_missing(
+                requests,
+                FactError::new(e.to_string(), Some(Cause::ImageMissing)),
+            );
         }
     } else if backend == BackendKind::Host {
         let ready = match engine.image_present(&image).await {
@@ -1148,10 +1167,7 @@ async fn run_containers(
             Err(e) => Err(FactError::from(e)),
         };
         if let Err(e) = ready {
-            return requests
-                .into_iter()
-                .map(|(n, _)| (n, (Err(e.clone()), Duration::ZERO)))
-                .collect();
+            return image_missing(requests, e);
         }
     }
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));

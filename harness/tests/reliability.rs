@@ -169,6 +169,16 @@ async fn a_missing_image_fails_the_runs_with_how_to_load_it() {
         all.message
     );
     assert!(all.message.contains("docker load -i"), "{}", all.message);
+    assert!(all.message.contains("--image local"), "{}", all.message);
+    // Said once: the other container checks point at it.
+    let one = find(&report.results, "device_0");
+    assert_eq!(one.status, Status::Fail);
+    assert!(
+        one.message
+            .contains("the image is missing (see reliability::device_all)"),
+        "{}",
+        one.message
+    );
     // Checks that need no container still ran against the engine.
     assert_eq!(find(&report.results, "info_devices").status, Status::Pass);
 }
