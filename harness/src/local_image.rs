@@ -65,13 +65,13 @@ const NVIDIA_SMI_PLACES: &[&str] = &[
 
 /// The host's `nvidia-smi`: PATH first, then [`NVIDIA_SMI_PLACES`].
 pub fn find_nvidia_smi() -> Result<PathBuf, LocalImageError> {
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join("nvidia-smi"))
                 .collect()
         })
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     on_path
         .into_iter()
         .chain(NVIDIA_SMI_PLACES.iter().map(PathBuf::from))

@@ -392,27 +392,30 @@ pub fn devices_for_inventory(
     if inv.gpus.is_empty() {
         return Ok(Vec::new());
     }
+    if !["index", "uuid", "type-index"].contains(&strategy) {
+        return Err(format!(
+            "device-name-strategy {strategy:?} is not one nvidia-ctk knows (index, uuid, type-index)"
+        ));
+    }
     let mut names = Vec::new();
     for g in &inv.gpus {
-        let (gpu, mig): (String, Box<dyn Fn(&crate::gpu::MigDevice) -> String>) = match strategy {
-            "index" => (
-                g.index.to_string(),
-                Box::new(move |m| format!("{}:{}", g.index, m.index)),
-            ),
-            "uuid" => (g.uuid.clone(), Box::new(|m| m.uuid.clone())),
-            "type-index" => (
-                format!("gpu{}", g.index),
-                Box::new(move |m| format!("mig{}:{}", g.index, m.index)),
-            ),
-            other => {
-                return Err(format!(
-                    "device-name-strategy {other:?} is not one nvidia-ctk knows (index, uuid, type-index)"
-                ));
+        names.push(format!(
+            "nvidia.com/gpu={}",
+            match strategy {
+                "uuid" => g.uuid.clone(),
+                "type-index" => format!("gpu{}", g.index),
+                _ => g.index.to_string(),
             }
-        };
-        names.push(format!("nvidia.com/gpu={gpu}"));
+        ));
         for m in &g.mig_devices {
-            names.push(format!("nvidia.com/gpu={}", mig(m)));
+            names.push(format!(
+                "nvidia.com/gpu={}",
+                match strategy {
+                    "uuid" => m.uuid.clone(),
+                    "type-index" => format!("mig{}:{}", g.index, m.index),
+                    _ => format!("{}:{}", g.index, m.index),
+                }
+            ));
         }
     }
     names.push("nvidia.com/gpu=all".to_string());
