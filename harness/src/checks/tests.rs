@@ -381,7 +381,7 @@ fn restart_always_skips_on_host_and_without_a_first_run() {
 
 fn broken(decl: &str) -> Scenario {
     let text = format!(
-        "description = \"t\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 1\n[[expect.fail]]\ncheck = \"spec_present\"\n{decl}\n"
+        "description = \"t\"\napplies-to = [\"sim\", \"vm\"]\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 1\n[[expect.fail]]\ncheck = \"spec_present\"\n{decl}\n"
     );
     crate::scenario::parse(Path::new("t.toml"), &text).expect("parses")
 }
