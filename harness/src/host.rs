@@ -201,6 +201,14 @@ pub trait HostSource {
     fn gpus(&self) -> Result<Inventory, GpuError>;
     /// Runs a repair command (only `doctor --fix` calls this).
     fn run_fix(&self, argv: &[&str]) -> Result<String, HostError>;
+    /// `nvidia-smi -L`: the driver's GPU list where NVML itself cannot be loaded (the
+    /// GPU count of `count = "auto"` still has an answer then). None by default.
+    fn nvidia_smi_list(&self) -> Result<String, HostError> {
+        Err(HostError::Missing {
+            command: "nvidia-smi".into(),
+            message: "not probed on this host".into(),
+        })
+    }
 }
 
 /// The real machine.
@@ -373,6 +381,10 @@ impl HostSource for SystemHost {
     fn run_fix(&self, argv: &[&str]) -> Result<String, HostError> {
         // Restarting docker can take a while (containers stop): a longer limit.
         run_cmd(argv, Duration::from_secs(90))
+    }
+
+    fn nvidia_smi_list(&self) -> Result<String, HostError> {
+        run_cmd(&["nvidia-smi", "-L"], PROBE_TIMEOUT)
     }
 }
 

@@ -132,6 +132,36 @@ pub fn decide(
     }
 }
 
+/// The driver's GPUs: NVML's inventory; where NVML cannot be loaded but `nvidia-smi -L`
+/// lists GPUs, that listing (source `nvidia-smi -L`, driver version unknown), so that
+/// `count = "auto"` has the driver's answer. The GPU cross-checks still need NVML and
+/// say so; NVML present but failing stays an error.
+pub fn driver_gpus(host: &dyn HostSource) -> Result<Inventory, GpuError> {
+    let nvml = host.gpus();
+    let Err(e) = &nvml else {
+        return nvml;
+    };
+    if !e.is_unavailable() {
+        return nvml;
+    }
+    match host.nvidia_smi_list() {
+        Ok(text) => {
+            let gpus = crate::gpu::parse_smi_list_with_mig(&text);
+            if gpus.is_empty() {
+                return nvml;
+            }
+            Ok(Inventory {
+                driver_version: "unknown (NVML could not be loaded)".into(),
+                cuda_version: None,
+                gpus,
+                source: "nvidia-smi -L".into(),
+                simulated: false,
+            })
+        }
+        Err(_) => nvml,
+    }
+}
+
 /// Chooses the backend: `value` is `CDI_HARNESS_BACKEND` (or `--backend`) when set;
 /// `auto` or nothing probes the machine through `host` ([`decide`]). An explicit `host`
 /// still reads the driver, for [`plan`].
@@ -145,10 +175,10 @@ pub fn choose(value: Option<&str>, host: &dyn HostSource) -> Result<Choice, Sele
         Some("host") => Ok(Choice {
             backend: BackendKind::Host,
             why: format!("host: {BACKEND_ENV}=host or --backend host"),
-            gpus: Some(host.gpus()),
+            gpus: Some(driver_gpus(host)),
         }),
         None | Some("auto") => {
-            let gpus = host.gpus();
+            let gpus = driver_gpus(host);
             let engine = if matches!(&gpus, Ok(inv) if !inv.gpus.is_empty()) {
                 default_engine_socket(host).and_then(|(how, path)| {
                     host.docker_info(&path)
@@ -294,6 +324,54 @@ mod tests {
         }
     }
 
+    /// A [`Machine`] whose `nvidia-smi -L` answers (or not).
+    struct FakeMachineWithSmi {
+        inner: Machine,
+        smi: Option<String>,
+    }
+
+    impl HostSource for FakeMachineWithSmi {
+        fn systemctl_show(&self, u: &str, p: &[&str]) -> Result<String, crate::host::HostError> {
+            self.inner.systemctl_show(u, p)
+        }
+        fn journal_tail(&self, u: &str, n: u32) -> Result<String, crate::host::HostError> {
+            self.inner.journal_tail(u, n)
+        }
+        fn file_info(&self, p: &Path) -> Option<crate::host::FileInfo> {
+            self.inner.file_info(p)
+        }
+        fn list_dir(&self, p: &Path) -> Vec<PathBuf> {
+            self.inner.list_dir(p)
+        }
+        fn read_to_string(&self, p: &Path) -> Result<String, crate::host::HostError> {
+            self.inner.read_to_string(p)
+        }
+        fn boot_time(&self) -> Option<std::time::SystemTime> {
+            None
+        }
+        fn user(&self) -> crate::host::UserInfo {
+            self.inner.user()
+        }
+        fn env(&self, k: &str) -> Option<String> {
+            self.inner.env(k)
+        }
+        fn docker_info(&self, s: &Path) -> Result<EngineInfo, String> {
+            self.inner.docker_info(s)
+        }
+        fn gpus(&self) -> Result<Inventory, GpuError> {
+            self.inner.gpus()
+        }
+        fn run_fix(&self, a: &[&str]) -> Result<String, crate::host::HostError> {
+            self.inner.run_fix(a)
+        }
+        fn nvidia_smi_list(&self) -> Result<String, crate::host::HostError> {
+            self.smi.clone().ok_or(crate::host::HostError::Missing {
+                command: "nvidia-smi".into(),
+                message: "not installed".into(),
+            })
+        }
+    }
+
     fn no_nvml() -> Result<Inventory, GpuError> {
         Err(GpuError::Unavailable {
             reason: "libnvidia-ml.so.1: cannot open shared object file".into(),
@@ -339,6 +417,28 @@ mod tests {
         let c = choose(None, &Machine::new(Ok(empty), true)).expect("chosen");
         assert_eq!(c.backend, BackendKind::Sim);
         assert!(c.why.contains("no GPU"), "{}", c.why);
+    }
+
+    #[test]
+    fn without_nvml_the_smi_listing_counts_the_gpus() {
+        let mut m = FakeMachineWithSmi {
+            inner: Machine::new(no_nvml(), true),
+            smi: Some(fixture("gpu/h100x8-nvidia-smi-L.txt")),
+        };
+        let inv = driver_gpus(&m).expect("listed");
+        assert_eq!(inv.gpus.len(), 8);
+        assert_eq!(inv.source, "nvidia-smi -L");
+        let c = choose(None, &m).expect("chosen");
+        assert_eq!(c.backend, BackendKind::Host, "{}", c.why);
+        m.smi = None;
+        assert!(driver_gpus(&m).is_err());
+        // NVML present but failing is not papered over by the listing.
+        m.inner.gpus = Err(GpuError::Call {
+            call: "nvmlDeviceGetCount".into(),
+            message: "Unknown Error".into(),
+        });
+        m.smi = Some(fixture("gpu/h100x8-nvidia-smi-L.txt"));
+        assert!(driver_gpus(&m).is_err());
     }
 
     #[test]
