@@ -13,10 +13,12 @@
 #   3. a minimal real CDI spec written from the host, as nvidia-ctk would (nvidia.com/gpu:
 #      one device per GPU by index, `all`; /dev/nvidiactl and UVM nodes; the host's
 #      nvidia-smi and libnvidia-ml.so* mounted), validated by `cdi-harness cdi validate`
-#   4. an image built locally: static busybox + the glibc files the host's nvidia-smi needs
-#   5. `cdi-harness run --backend host` on the seed scenario with the machine's GPU count
-#      (and on a machine with 4 or more GPUs the multi-gpu scenario too),
-#      twice: the first run records the host snapshot, the second must pass entirely
+#   4. `cdi-harness run --backend host --image local` on the seed scenario (count = "auto":
+#      the machine's GPUs), twice: the first run records the host snapshot, the second must
+#      pass entirely; the harness builds the image itself (static busybox + the glibc
+#      files the host's nvidia-smi needs) and imports it: no registry. Then the multi-gpu
+#      scenario, which the harness runs on a 4-GPU machine and skips, saying why, on others
+#   5. for the record: docker info's CDI lines and direct docker runs in that image
 #   6. cleanup, always: engine stopped, mounts under the temp dir undone, temp dir removed
 #
 # usage: gpu-e2e.sh [--bundle DIR|FILE.tar.xz] [--fake-gpu [--fake-gpus N]] [--keep]
@@ -36,7 +38,8 @@
 set -uo pipefail
 shopt -s nullglob
 
-IMAGE=cdi-harness/gpu-e2e:local
+# What `cdi-harness run --image local` imports (harness/src/local_image.rs).
+IMAGE=cdi-harness/host-gpu:local
 SPEC_FILE=nvidia-container-toolkit.json
 script_path=$(readlink -f "${BASH_SOURCE[0]}")
 script_dir=$(dirname "$script_path")
@@ -780,85 +783,31 @@ setup_engine() {
 
 dk() { "$docker" --host "unix://$sock" "$@"; }
 
-build_image() {
-  section "Image $IMAGE (built here, no registry)"
-  local r="$tmp/rootfs" d target p
-  mkdir -p "$r/usr/bin" "$r/usr/sbin" "$r/usr/lib"
-  # The host's merged-/usr links, relative so nothing resolves outside the rootfs.
-  for d in bin sbin lib lib64 lib32 libx32; do
-    [ -L "/$d" ] || continue
-    target=$(readlink "/$d")
-    target=${target#/}
-    case $target in *..*) continue ;; esac
-    mkdir -p "$r/$target" && ln -s "$target" "$r/$d"
-  done
-  mkdir -p "$r"/{bin,dev,etc,proc,sys,tmp,run,root,var/tmp}
-  chmod 1777 "$r/tmp" "$r/var/tmp"
-  cp "$B/bin/busybox" "$r/bin/busybox"
-  for p in sh ls cat echo sleep; do ln -sf busybox "$r/bin/$p"; done
-  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$r/etc/passwd"
-  printf 'root:x:0:\n' >"$r/etc/group"
-  # What nvidia-smi (and the libnvidia-ml it loads) need from glibc, at the host's paths.
-  local libs=()
-  if [ -n "$nvsmi" ]; then
-    mapfile -t libs < <({ ldd_paths "$(readlink -f "$nvsmi")"; [ ${#nvml_files[@]} -gt 0 ] && ldd_paths "$(readlink -f "${nvml_files[0]}")"; } | grep -v 'libnvidia-ml' | sort -u)
-  fi
-  if [ ${#libs[@]} -eq 0 ]; then
-    echo "  $nvsmi is not a dynamic executable: no libraries copied${label:+ (the FAKE nvidia-smi is a busybox sh script)}"
-  fi
-  for p in "${libs[@]}"; do
-    mkdir -p "$r$(dirname "$p")" && cp -L "$p" "$r$p" || setup_fail "cannot copy $p into the image"
-    if [ ${#sys_dirs[@]} -gt 0 ] && ! is_sys_dir "$(dirname "$p")" && [[ $p != */ld-linux* ]]; then
-      mkdir -p "$r${sys_dirs[0]}" && cp -L "$p" "$r${sys_dirs[0]}/"
-    fi
-    echo "  + $p"
-  done
-  echo "  + /bin/busybox (static) and links: sh ls cat echo sleep"
-  local out rc
-  if [ -n "$docker" ]; then
-    out=$(tar -C "$r" --numeric-owner -cf - . | dk import - "$IMAGE" 2>&1)
-  else
-    out=$(tar -C "$r" --numeric-owner -cf - . | curl -sf --unix-socket "$sock" -X POST \
-      -H 'Content-Type: application/x-tar' --data-binary @- \
-      "http://docker/images/create?fromSrc=-&repo=${IMAGE%:*}&tag=${IMAGE##*:}" 2>&1)
-  fi
-  rc=$?
-  [ $rc = 0 ] || setup_fail "importing the image failed: $out"
-  echo "  imported: $(printf '%s' "$out" | tail -1)"
-}
-
 write_scenario() {
   section "Scenario"
   local seed=""
   for seed in "$B/scenarios/seed.toml" "$script_dir/../scenarios/seed.toml"; do [ -f "$seed" ] && break; done
   [ -f "$seed" ] || setup_fail "no seed scenario (bundle/scenarios/seed.toml)"
   mkdir -p "$tmp/scenario"
-  # The file stays seed.toml: trial names stay seed::…, the snapshot host/seed.snap.
+  # The file stays seed.toml: trial names stay seed::…, the snapshot host/seed.snap. Its
+  # count = "auto" is the machine's GPUs: the harness counts them (NVML, else nvidia-smi -L).
   scenario="$tmp/scenario/seed.toml"
-  awk -v n="${#gpu_index[@]}" '/^\[/ { s = ($0 == "[gpus]") } s && /^count[ \t]*=/ { print "count = " n; next } { print }' \
-    "$seed" >"$scenario"
-  grep -q "^count = ${#gpu_index[@]}\$" "$scenario" || setup_fail "could not set [gpus] count in $scenario"
+  cp "$seed" "$scenario"
   cp "$scenario" "$OUT_DIR/$tag.seed.toml"
-  echo "  $seed with [gpus] count = ${#gpu_index[@]} -> $scenario"
-  "$harness" list --scenario "$scenario" | indent
-  [ "${PIPESTATUS[0]}" = 0 ] || setup_fail "the scenario does not load"
+  echo "  $seed (count = \"auto\") -> $scenario"
 }
 
-# The multi-gpu scenario on a machine with at least 4 GPUs: its count becomes the
-# machine's, and its "unknown device" becomes the first index the machine lacks.
+# The multi-gpu scenario models a 4-GPU machine: the harness runs it on one and, on any
+# other, skips it with both counts named.
 write_multi_scenario() {
-  local src="$script_dir/../scenarios/multi-gpu.toml" n=${#gpu_index[@]}
+  local src="$script_dir/../scenarios/multi-gpu.toml"
+  [ -f "$src" ] || src="$B/scenarios/multi-gpu.toml"
   multi_scenario=""
-  if [ "$n" -lt 4 ]; then
-    echo "  multi-gpu: not run: this machine has $n GPU(s), the scenario needs at least 4"
-    return
-  fi
   [ -f "$src" ] || { echo "  multi-gpu: not run: $src is missing"; return; }
   multi_scenario="$tmp/scenario/multi-gpu.toml"
-  awk -v n="$n" '/^\[/ { s = ($0 == "[gpus]") } s && /^count[ \t]*=/ { print "count = " n; next } { print }' "$src" \
-    | sed "s#nvidia.com/gpu=4#nvidia.com/gpu=$n#g" >"$multi_scenario"
+  cp "$src" "$multi_scenario"
   cp "$multi_scenario" "$OUT_DIR/$tag.multi-gpu.toml"
-  echo "  $src with [gpus] count = $n (unknown device nvidia.com/gpu=$n) -> $multi_scenario"
+  echo "  $src -> $multi_scenario (the harness decides whether this ${#gpu_index[@]}-GPU machine is that machine)"
 }
 
 for_the_record() {
@@ -893,10 +842,11 @@ run_harness() { # N [SCENARIO REPORT-TAG]: 1 records the snapshot, 2 must pass
   md="${json%.json}.md"
   [ -n "$docker" ] && cli=(--docker-cli "$docker")
   local cmd=("$harness" run --backend host --docker-host "unix://$sock" --scenario "$scenario"
-    --image "$IMAGE" "${cli[@]}" --snapshots "$tmp/snapshots" --json "$json" --junit "$junit" --markdown "$md" "${quiet[@]}")
+    --image local "${cli[@]}" --snapshots "$tmp/snapshots" --json "$json" --junit "$junit" --markdown "$md" "${quiet[@]}")
   echo "  CI=$ci ${cmd[*]}"
   [ -z "$docker" ] && echo "  (no --docker-cli: the bundle has no docker CLI, so info_cli is skipped)"
-  (cd "$tmp" && env CI=$ci COLUMNS=140 "${cmd[@]}")
+  # The bundle's static busybox is the image's base where the host has none.
+  (cd "$tmp" && env CI=$ci COLUMNS=140 PATH="$PATH:$B/bin" "${cmd[@]}")
   rc=$?
   if [ "$n" = 1 ]; then
     local pending
@@ -937,9 +887,7 @@ echo "${label}preflight ok: ${#gpu_index[@]} GPU(s), driver ${driver:-?}"
 make_path_dir
 write_spec
 setup_engine
-build_image
 write_scenario
-for_the_record
 
 section "cdi-harness run #1 (records the host snapshot)"
 run_harness 1
@@ -953,6 +901,8 @@ if [ -f "$snap" ]; then
 else
   echo "  no snapshot was recorded at $snap"
 fi
+
+for_the_record
 
 section "cdi-harness run #2 (must pass entirely)"
 run_harness 2
