@@ -385,6 +385,12 @@ fn init_scenario(path: Option<&Path>) -> ExitCode {
     let named = path.unwrap_or(Path::new("this-machine.toml"));
     let text = match cdi_harness::init::from_host(&cdi_harness::host::SystemHost, named, &machine) {
         Ok(t) => t,
+        // The file name names the scenario: a name the format refuses is the user's to change.
+        Err(e @ scenario::ScenarioError::Invalid { .. })
+            if e.to_string().contains("(file name)") =>
+        {
+            return config_error(e);
+        }
         Err(e) => {
             return config_error(format!(
                 "the scenario written for this host does not load (a bug: please report it): {e}"

@@ -379,3 +379,40 @@ mod judge {
         assert!(text(&out).contains("cut short"), "{}", text(&out));
     }
 }
+
+#[test]
+fn scenario_init_from_host_writes_a_loadable_scenario_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("this-box.toml");
+    let out = bin()
+        .args(["scenario", "init", "--from-host"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let written = std::fs::read_to_string(&path).expect("written");
+    assert!(written.contains("count = \"auto\""), "{written}");
+    let s = cdi_harness::scenario::load(&path).expect("the written scenario loads");
+    assert_eq!(s.name, "this-box");
+    // Never overwritten.
+    let again = bin()
+        .args(["scenario", "init", "--from-host"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(
+        text(&again).contains("never overwritten"),
+        "{}",
+        text(&again)
+    );
+    // A file name that cannot name a scenario is the user's to change, said so.
+    let bad = bin()
+        .args(["scenario", "init", "--from-host"])
+        .arg(dir.path().join("my box.toml"))
+        .output()
+        .expect("runs");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("(file name)"), "{}", text(&bad));
+    assert!(!text(&bad).contains("a bug"), "{}", text(&bad));
+}
