@@ -191,12 +191,33 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
             return 2;
         }
     };
-    let backend = args.backend.unwrap_or_else(BackendKind::auto);
+    // The backend and the scenarios that apply to this machine, as `run` decides them.
+    let choice = match crate::select::choose(
+        Some(args.backend.map_or("auto", BackendKind::as_str)),
+        &crate::host::SystemHost,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let backend = choice.backend;
+    let plan = crate::select::plan(
+        &scenarios,
+        crate::select::place_of(backend, false),
+        choice.gpus.as_ref(),
+    );
+    let scenarios = plan.scenarios;
+    if !args.quiet {
+        eprintln!("cdi-harness nightly: backend {}", choice.why);
+    }
     let snapshot_dir = args
         .snapshots
         .clone()
         .unwrap_or_else(|| runner::default_snapshot_dir(&base));
     let mut run = RunOptions::new(backend, snapshot_dir);
+    run.not_applicable = plan.skipped;
     run.dockerd = args.dockerd.clone();
     if !args.quiet {
         let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
