@@ -675,8 +675,15 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
 
 /// `nightly` on the host backend with an engine that is not there: every engine check
 /// fails the same way each night, deterministically and without an engine, so the
-/// verdict turns on the baseline only.
+/// verdict turns on the baseline only. The scenario must apply to this machine: the
+/// seed (`count = "auto"`) where the driver reports GPUs, else one with a fixed count
+/// (an "auto" count is skipped on a host whose driver reports none).
 fn unreachable_night(f: &FakeFlake, extra: &[&str]) -> Output {
+    let has_gpus = bin()
+        .args(["gpu", "inventory"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let scenario = if has_gpus { "seed" } else { "multi-gpu" };
     bin()
         .arg("nightly")
         .arg("--flake")
@@ -685,7 +692,7 @@ fn unreachable_night(f: &FakeFlake, extra: &[&str]) -> Output {
         .arg(f.state())
         .args(["--backend", "host", "--quiet", "--no-build"])
         .arg("--scenario")
-        .arg(repo().join("scenarios/seed.toml"))
+        .arg(repo().join(format!("scenarios/{scenario}.toml")))
         .arg("--nix")
         .arg(f.nix())
         .args(extra)
