@@ -215,6 +215,20 @@ mod tests {
     }
 
     #[test]
+    fn a_script_or_a_static_program_needs_no_library() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("nvidia-smi");
+        std::fs::write(&script, "#!/bin/sh\necho GPU 0\n").expect("write");
+        match libraries_of(&[script]) {
+            Ok(libs) => assert!(libs.is_empty(), "{libs:?}"),
+            Err(LocalImageError::Ldd { message, .. }) if message.contains("No such file") => {
+                crate::testutil::cannot_run("no ldd here");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
     fn a_dynamic_program_gets_its_glibc_and_never_the_nvidia_libraries() {
         let Some(env) = ["/usr/bin/env", "/bin/env"]
             .iter()
