@@ -16,6 +16,14 @@
 //! - a device defined in a later dir silently replaces the one of an earlier dir; this
 //!   module reports that as [`Notice::Shadowed`], which the engine does not.
 //!
+//! Which files load depends on the engine's CDI library: [`load_dirs_with`] takes the
+//! engine's [`Rules`] (the connected engine's version in the harness's checks), and
+//! [`load_dirs`] uses [`Rules::default_engine`].
+//!
+//! Files are read with [`read_spec_file`]: a FIFO or other non-regular file in a spec
+//! dir is reported at once instead of hanging the harness (the engine itself would
+//! block reading it).
+//!
 //! One measured difference from reading the Go source: an empty spec file is ignored
 //! without any warning by Docker 28.5 (the source would report "no Spec data"); this
 //! module ignores it too, with an [`Notice::Ignored`] notice.
@@ -27,8 +35,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::CdiError;
-use super::spec::{Spec, parse_spec};
-use super::validate::{Problem, validate};
+use super::check::{Verdict, check_bytes};
+use super::rules::Rules;
+use super::spec::{Spec, read_spec_file};
+use super::validate::{Problem, Report, Severity};
 
 /// A spec file the engine would load, with what it needs to resolve devices.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +162,11 @@ pub struct Registry {
     pub notices: Vec<Notice>,
     /// Dirs that do not exist (the engine ignores them without a word).
     pub missing: Vec<PathBuf>,
+    /// The engine rules the files were judged by.
+    pub rules: Rules,
+    /// The full verdict of each loaded file under [`Registry::rules`]: no errors (it
+    /// loaded), its SPEC.md warnings, and notes where another engine would refuse it.
+    pub reports: BTreeMap<PathBuf, Report>,
 }
 
 impl Registry {
@@ -177,6 +192,12 @@ impl Registry {
         self.specs.iter().map(|s| s.path.clone()).collect()
     }
 
+    /// The verdict of a loaded spec file under the registry's rules (its warnings and
+    /// notes), as `cdi validate --engine` would print it.
+    pub fn report_for(&self, path: &Path) -> Option<&Report> {
+        self.reports.get(path)
+    }
+
     /// The spec the engine uses for a qualified device name, if it resolves.
     pub fn spec_for(&self, device: &str) -> Option<&LoadedSpec> {
         let path = self.devices.get(device)?;
@@ -184,11 +205,19 @@ impl Registry {
     }
 }
 
-/// Loads every `.json`/`.yaml` spec in the dirs, in dir order (later dir = higher
-/// priority), and resolves devices exactly as the engine does; see the module docs.
+/// [`load_dirs_with`] under [`Rules::default_engine`], for callers that do not know
+/// the engine.
 pub fn load_dirs(dirs: &[PathBuf]) -> Registry {
+    load_dirs_with(dirs, &Rules::default_engine())
+}
+
+/// Loads every `.json`/`.yaml` spec in the dirs, in dir order (later dir = higher
+/// priority), judging each file with `rules` (the engine's CDI library), and resolves
+/// devices exactly as the engine does; see the module docs.
+pub fn load_dirs_with(dirs: &[PathBuf], rules: &Rules) -> Registry {
     let mut reg = Registry {
         dirs: dirs.to_vec(),
+        rules: rules.clone(),
         ..Registry::default()
     };
     for (dir_index, dir) in dirs.iter().enumerate() {
@@ -294,34 +323,13 @@ fn has_spec_extension(path: &Path) -> bool {
 
 /// Reads, parses and validates one candidate file into the registry.
 fn load_one(path: &Path, dir_index: usize, reg: &mut Registry) {
-    let bytes = match fs::read(path) {
+    let bytes = match read_spec_file(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(CdiError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             // The engine gets os.ErrNotExist and Docker filters those from its warnings.
             reg.notices.push(Notice::Ignored {
                 path: path.to_path_buf(),
                 reason: "it is a dangling symlink or vanished while loading".to_owned(),
-            });
-            return;
-        }
-        Err(source) => {
-            let err = CdiError::Read {
-                path: path.to_path_buf(),
-                source,
-            };
-            reg.notices.push(Notice::Invalid {
-                path: path.to_path_buf(),
-                reason: error_reason(&err),
-            });
-            return;
-        }
-    };
-    let spec = match parse_spec(path, &bytes) {
-        Ok(spec) => spec,
-        Err(CdiError::Empty { .. }) => {
-            reg.notices.push(Notice::Ignored {
-                path: path.to_path_buf(),
-                reason: "the file is empty (Docker 28.5 skips it without a warning)".to_owned(),
             });
             return;
         }
@@ -333,22 +341,53 @@ fn load_one(path: &Path, dir_index: usize, reg: &mut Registry) {
             return;
         }
     };
-    let (rejected, tolerated): (Vec<Problem>, Vec<Problem>) =
-        validate(&spec).into_iter().partition(Problem::is_rejected);
-    if !rejected.is_empty() {
-        let reasons: Vec<String> = rejected.iter().map(ToString::to_string).collect();
-        reg.notices.push(Notice::Invalid {
+    let verdict = check_bytes(path, &bytes, &reg.rules);
+    if let Some(CdiError::Empty { .. }) = verdict.error {
+        reg.notices.push(Notice::Ignored {
             path: path.to_path_buf(),
-            reason: reasons.join("; "),
+            reason: "the file is empty (Docker 28.5 skips it without a warning)".to_owned(),
         });
         return;
     }
-    reg.specs.push(LoadedSpec {
-        path: path.to_path_buf(),
-        dir_index,
-        spec,
-        problems: tolerated,
-    });
+    match (verdict.verdict, verdict.spec) {
+        (Verdict::Loads | Verdict::LoadsWithWarnings, Some(spec)) => {
+            let problems = verdict
+                .report
+                .warnings
+                .iter()
+                .map(|w| Problem {
+                    path: w.path.clone(),
+                    message: w.message.clone(),
+                    severity: Severity::Violation,
+                })
+                .collect();
+            reg.specs.push(LoadedSpec {
+                path: path.to_path_buf(),
+                dir_index,
+                spec,
+                problems,
+            });
+            reg.reports.insert(path.to_path_buf(), verdict.report);
+        }
+        _ => {
+            let reason = match &verdict.error {
+                Some(err) => error_reason(err),
+                None => {
+                    let reasons: Vec<String> = verdict
+                        .report
+                        .errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    format!("{} ({})", reasons.join("; "), reg.rules.decider())
+                }
+            };
+            reg.notices.push(Notice::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+    }
 }
 
 /// The part of a [`CdiError`] message after the file name, since notices print the
