@@ -563,19 +563,21 @@ impl Validator {
             let what = if spec.cdi_version.is_empty() {
                 "cdiVersion is missing".to_owned()
             } else {
-                format!("cdiVersion {:?} is not a version", spec.cdi_version)
+                format!("cdiVersion {:?} is unknown", spec.cdi_version)
             };
-            let needs_newer = KNOWN_CDI_VERSIONS.contains(&bare);
-            let hint = if needs_newer {
-                format!(
-                    " CDI library {lib} knows (it knows {}–{}; {bare} needs a newer library)",
+            let first_knowing = Library::ALL
+                .iter()
+                .find(|l| l.known_versions().contains(&bare));
+            let message = match first_knowing {
+                Some(newer) => format!(
+                    "cdiVersion {:?} needs CDI library {newer} or later ({lib} knows {}–{})",
+                    spec.cdi_version,
                     known.first().copied().unwrap_or("?"),
                     lib.newest_spec_version()
-                )
-            } else {
-                format!(" CDI library {lib} knows (one of {})", known.join(", "))
+                ),
+                None => format!("{what} (CDI library {lib} knows {})", known.join(", ")),
             };
-            self.error("cdiVersion", format!("{what}{hint}"));
+            self.error("cdiVersion", message);
             return;
         }
         let required = minimum_version_for(spec, lib);
