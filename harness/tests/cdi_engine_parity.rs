@@ -119,8 +119,35 @@ async fn start(suite: &str, spec_dirs: Vec<PathBuf>) -> (PrivateEngine, Docker) 
     (engine, docker)
 }
 
-/// Asserts the engine is the version the table row is about.
-async fn assert_version(docker: &Docker, label: &str) {
+/// Asserts the engine is the version the table row is about, and that `cdi validate`
+/// picks that engine's rules from `DOCKER_HOST` by itself.
+async fn assert_version(docker: &Docker, engine: &PrivateEngine, label: &str) {
+    let host = engine.docker_host();
+    let found = cdi_harness::cdi::rules::engine_version_at(&host, Duration::from_secs(5)).await;
+    let rules = found.as_deref().map(Rules::for_engine);
+    assert_eq!(
+        rules.and_then(Result::ok).map(|r| r.library),
+        Rules::for_engine(label).ok().map(|r| r.library),
+        "engine_version_at({host}) gave {found:?}"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"))
+        .args(["cdi", "validate"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdi/nvidia.yaml"))
+        .env("DOCKER_HOST", &host)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        first.starts_with(&format!("rules: engine {label}'s CDI library"))
+            && first.contains(&format!("(the engine at {host})")),
+        "cdi validate with DOCKER_HOST={host} printed {first:?}"
+    );
+
     let v = docker.version().await.unwrap_or_else(|e| panic!("{e}"));
     let got = v.version.unwrap_or_default();
     let mm = cdi_harness::cdi::rules::parse_engine_version(&got);
@@ -216,7 +243,7 @@ async fn engine_28_5_refuses_exactly_what_the_table_says() {
     dirs.push(sentinel_dir);
     let t0 = Instant::now();
     let (mut engine, docker) = start(suite, dirs).await;
-    assert_version(&docker, label).await;
+    assert_version(&docker, &engine, label).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let info = loop {
         let info = docker.info().await.unwrap_or_else(|e| panic!("{e}"));
@@ -331,7 +358,7 @@ async fn engine_26_1_resolves_exactly_what_the_table_says() {
     std::fs::create_dir_all(&dir).expect("spec dir");
     let t0 = Instant::now();
     let (mut engine, docker) = start(suite, vec![dir.clone()]).await;
-    assert_version(&docker, label).await;
+    assert_version(&docker, &engine, label).await;
     import_image(
         &docker,
         SIM_IMAGE,
