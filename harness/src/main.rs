@@ -550,10 +550,10 @@ fn validate_rules(engine: Option<&str>) -> Result<cdi::Rules, cdi::RulesError> {
             ))
         });
     match version.map(|v| cdi::Rules::for_engine(&v)) {
-        Some(Ok(mut rules)) => {
-            rules.source = cdi::rules::RulesSource::Connected(host);
-            Ok(rules)
-        }
+        Some(Ok(rules)) => Ok(cdi::Rules {
+            source: cdi::rules::RulesSource::Connected(host),
+            ..rules
+        }),
         Some(Err(e)) => {
             eprintln!("note: {e}; judging with the default engine's rules instead");
             Ok(cdi::Rules::default_engine())

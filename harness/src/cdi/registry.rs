@@ -24,9 +24,9 @@
 //! dir is reported at once instead of hanging the harness (the engine itself would
 //! block reading it).
 //!
-//! One measured difference from reading the Go source: an empty spec file is ignored
-//! without any warning by Docker 28.5 (the source would report "no Spec data"); this
-//! module ignores it too, with an [`Notice::Ignored`] notice.
+//! An empty spec file (nothing, whitespace, `null`) is refused like any invalid one:
+//! measured on engine 28.5, at startup and when written while it runs, `docker info`
+//! reports it ("no Spec data"), as the Go source says.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -342,13 +342,6 @@ fn load_one(path: &Path, dir_index: usize, reg: &mut Registry) {
         }
     };
     let verdict = check_bytes(path, &bytes, &reg.rules);
-    if let Some(CdiError::Empty { .. }) = verdict.error {
-        reg.notices.push(Notice::Ignored {
-            path: path.to_path_buf(),
-            reason: "the file is empty (Docker 28.5 skips it without a warning)".to_owned(),
-        });
-        return;
-    }
     match (verdict.verdict, verdict.spec) {
         (Verdict::Loads | Verdict::LoadsWithWarnings, Some(spec)) => {
             let problems = verdict
@@ -396,6 +389,10 @@ fn error_reason(err: &CdiError) -> String {
     match err {
         CdiError::Parse { reason, .. } => reason.clone(),
         CdiError::Read { source, .. } => format!("cannot read it: {source}"),
+        CdiError::Empty { .. } => {
+            "the file holds no spec (\"no Spec data\"); the engine reports it and loads nothing from it"
+                .to_owned()
+        }
         other => other.to_string(),
     }
 }
@@ -638,9 +635,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_is_ignored_and_yml_is_not_loaded() {
+    fn empty_file_is_refused_as_engine_28_5_reports_it_and_yml_is_not_loaded() {
         let d = tmp();
-        let empty = write(d.path(), "empty.yaml", "");
+        let empty = write(d.path(), "empty.yaml", "  \n");
         let yml = write(d.path(), "nvidia.yml", &fixture_text("nvidia.yaml"));
         write(d.path(), "README.md", "not a spec");
         fs::create_dir(d.path().join("sub.json")).expect("mkdir");
@@ -648,18 +645,81 @@ mod tests {
 
         assert!(reg.specs.is_empty());
         assert!(reg.devices.is_empty());
-        let ignored: Vec<&PathBuf> = reg
+        let got: Vec<(&str, &PathBuf)> = reg
             .notices
             .iter()
             .map(|n| match n {
-                Notice::Ignored { path, .. } => path,
+                Notice::Ignored { path, .. } => ("ignored", path),
+                Notice::Invalid { path, .. } => ("invalid", path),
                 other => panic!("unexpected notice {other:?}"),
             })
             .collect();
-        assert_eq!(ignored.len(), 2, "{:?}", reg.notices);
+        assert_eq!(got.len(), 2, "{:?}", reg.notices);
         assert!(
-            ignored.contains(&&empty) && ignored.contains(&&yml),
-            "{ignored:?}"
+            got.contains(&("invalid", &empty)) && got.contains(&("ignored", &yml)),
+            "{got:?}"
+        );
+        assert!(
+            reg.notices
+                .iter()
+                .any(|n| n.to_string().contains("no Spec data")),
+            "{:?}",
+            reg.notices
+        );
+    }
+
+    #[test]
+    fn a_fifo_in_a_spec_dir_is_reported_without_blocking() {
+        let d = tmp();
+        let fifo = d.path().join("pipe.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        write(d.path(), "nvidia.yaml", &fixture_text("nvidia.yaml"));
+        let reg = load_dirs(&[d.path().to_path_buf()]);
+        assert_eq!(reg.specs.len(), 1);
+        assert!(
+            reg.notices
+                .iter()
+                .any(|n| matches!(n, Notice::Invalid { path, reason } if path == &fifo && reason.contains("FIFO"))),
+            "{:?}",
+            reg.notices
+        );
+    }
+
+    #[test]
+    fn the_engines_rules_decide_which_files_load() {
+        let d = tmp();
+        write(
+            d.path(),
+            "v11.yaml",
+            "cdiVersion: 1.1.0\nkind: vendor.com/gpu\ndevices: [{name: x, containerEdits: {env: [A=1]}}]\n",
+        );
+        let on_28 = load_dirs_with(
+            &[d.path().to_path_buf()],
+            &Rules::for_engine("28.5").expect("row"),
+        );
+        assert!(on_28.specs.is_empty(), "{:?}", on_28.notices);
+        assert!(
+            on_28.notices[0]
+                .to_string()
+                .contains("engine 28.5's CDI library v1.0.x")
+        );
+        let on_29 = load_dirs_with(
+            &[d.path().to_path_buf()],
+            &Rules::for_engine("29.0").expect("row"),
+        );
+        assert_eq!(
+            on_29.devices.keys().collect::<Vec<_>>(),
+            ["vendor.com/gpu=x"]
+        );
+        let report = on_29.report_for(&on_29.specs[0].path).expect("report");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.message.starts_with("refused by engine 28.5")),
+            "{report:?}"
         );
     }
 

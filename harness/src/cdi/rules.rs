@@ -270,6 +270,21 @@ impl Rules {
         })
     }
 
+    /// The rules for the engine the harness is connected to, from its
+    /// `docker version`/`docker info` server version: [`Rules::for_engine`] when the
+    /// table has it, else [`Rules::default_engine`] (an engine the table does not
+    /// model is judged like the newest measured one rather than not at all). This is
+    /// what the harness's own checks and spec-dir loading use.
+    pub fn for_connected_engine(server_version: &str, endpoint: &str) -> Rules {
+        match Rules::for_engine(server_version) {
+            Ok(mut rules) => {
+                rules.source = RulesSource::Connected(endpoint.to_owned());
+                rules
+            }
+            Err(_) => Rules::default_engine(),
+        }
+    }
+
     /// The rules of a library version with no engine attached.
     pub fn for_library(library: Library) -> Rules {
         Rules {
@@ -408,6 +423,20 @@ mod tests {
             Rules::for_engine("new"),
             Err(RulesError::BadVersion(_))
         ));
+    }
+
+    #[test]
+    fn connected_engines_fall_back_to_the_default_when_not_in_the_table() {
+        let r = Rules::for_connected_engine("26.1.5+dfsg1", "unix:///run/docker.sock");
+        assert_eq!(r.library, Library::V0_7);
+        assert_eq!(
+            r.source,
+            RulesSource::Connected("unix:///run/docker.sock".to_owned())
+        );
+        assert_eq!(
+            Rules::for_connected_engine("28.0.4", "x"),
+            Rules::default_engine()
+        );
     }
 
     #[test]
