@@ -14,8 +14,10 @@
 //! - a `null` entry in `deviceNodes`, `hooks`, `mounts` or `netDevices` becomes a nil
 //!   pointer that the library's validation dereferences: it panics.
 //!
-//! One known gap: the YAML parser used here does not say whether a scalar was quoted,
-//! so a *quoted* number (`major: "5"`) is read as a number where Go refuses it.
+//! One known gap: the YAML parser used here (YAML 1.2) does not say whether a scalar was
+//! quoted. A quoted number or boolean where Go wants one (`major: "5"`) is refused as Go
+//! refuses it, except for the spellings only YAML 1.1 reads as numbers or booleans
+//! (`"0666"`, `"1_000"`, `"yes"`): quoted, they are accepted here although Go refuses them.
 //!
 //! Robustness: nesting deeper than [`MAX_DEPTH`] is refused before any parser runs
 //! (the YAML scanner is quadratic in flow nesting depth), so every input is handled in
@@ -250,6 +252,23 @@ fn yaml11_int(s: &str) -> Option<i128> {
     Some(if neg { -v } else { v })
 }
 
+/// Whether `s` is an integer only under YAML 1.1: an octal with a bare leading zero
+/// (`0666`) or digits with underscores (`1_000`). A YAML 1.2 parser keeps those as
+/// strings; every other integer spelling it reads as a number itself.
+fn yaml11_only_int(s: &str) -> bool {
+    let body = s.trim_start_matches(['+', '-']);
+    let leading_zero = body.len() > 1
+        && body.starts_with('0')
+        && body[1..].bytes().all(|b| b.is_ascii_digit() || b == b'_');
+    (leading_zero || s.contains('_')) && yaml11_int(s).is_some()
+}
+
+/// Whether `s` is a boolean only under YAML 1.1 (`yes`, `on`, `n`, …): `true` and
+/// `false` in any spelling a YAML 1.2 parser reads as booleans itself.
+fn yaml11_only_bool(s: &str) -> bool {
+    yaml11_bool(s).is_some() && !s.eq_ignore_ascii_case("true") && !s.eq_ignore_ascii_case("false")
+}
+
 /// YAML 1.1 booleans as `yaml.v2` resolves them.
 fn yaml11_bool(s: &str) -> Option<bool> {
     match s {
@@ -377,7 +396,10 @@ impl Decoder {
                         .map(|f| f as i128)
                 }
             }
-            Value::String(s) => yaml11_int(s),
+            // A string here is either a plain scalar that only YAML 1.1 reads as a
+            // number (the parser used here follows 1.2) or a quoted one, which Go
+            // refuses. Only the 1.1-only forms can be the former.
+            Value::String(s) if yaml11_only_int(s) => yaml11_int(s),
             _ => None,
         };
         match value {
@@ -397,7 +419,8 @@ impl Decoder {
         match untag(v) {
             Value::Null => None,
             Value::Bool(b) => Some(*b),
-            Value::String(s) if yaml11_bool(s).is_some() => yaml11_bool(s),
+            // As for integers: only the YAML 1.1-only spellings can have been plain.
+            Value::String(s) if yaml11_only_bool(s) => yaml11_bool(s),
             other => {
                 self.type_error(path, other, "bool");
                 None
@@ -889,6 +912,33 @@ mod tests {
                 ("devices[0].containerEdits.hooks", false)
             ]
         );
+    }
+
+    #[test]
+    fn quoted_numbers_and_booleans_are_type_errors_like_go_json() {
+        let d = decode(
+            "devices: [{name: x, containerEdits: {deviceNodes: [{path: /dev/x, major: \"5\", uid: 1_000}], intelRdt: {enableCMT: \"true\", enableMBM: yes}}}]\n",
+        );
+        let paths: Vec<&str> = d.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "devices[0].containerEdits.deviceNodes[0].major",
+                "devices[0].containerEdits.intelRdt.enableCMT"
+            ]
+        );
+        let node = &d.spec.devices[0]
+            .container_edits
+            .device_nodes
+            .as_ref()
+            .expect("nodes")[0];
+        assert_eq!(node.uid, Some(1000));
+        let rdt = d.spec.devices[0]
+            .container_edits
+            .intel_rdt
+            .as_ref()
+            .expect("rdt");
+        assert_eq!(rdt.enable_mbm, Some(true));
     }
 
     #[test]

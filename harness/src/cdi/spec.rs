@@ -295,8 +295,22 @@ pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
     }
     let value: serde_yaml_ng::Value = match serde_yaml_ng::from_slice(bytes) {
         Ok(mut v) => {
-            // `<<: *anchor` merges, which yaml.v2 applies while decoding.
-            let _ = serde_yaml_ng::Value::apply_merge(&mut v);
+            // `<<: *anchor` merges, which yaml.v2 applies while decoding; in strict mode
+            // it refuses a key that a merge and another entry both set.
+            let merged = match merge_duplicate(&v) {
+                Some(key) => Err(format!(
+                    "key {key:?} already set in map: a merge key (<<) and another entry both set it, which the engine's strict YAML decoder refuses"
+                )),
+                None => v.apply_merge().map_err(|e| e.to_string()),
+            };
+            if let Err(reason) = merged {
+                return Err(CdiError::Parse {
+                    path: path.to_path_buf(),
+                    reason,
+                    line: None,
+                    column: None,
+                });
+            }
             v
         }
         Err(e) => {
@@ -312,6 +326,49 @@ pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
     decode_value(&value).ok_or_else(|| CdiError::Empty {
         path: path.to_path_buf(),
     })
+}
+
+/// The first key that a mapping sets twice through merge keys (`<<`) and its own
+/// entries, which `yaml.v2`'s strict decoder refuses ("already set in map").
+fn merge_duplicate(v: &serde_yaml_ng::Value) -> Option<String> {
+    use serde_yaml_ng::Value;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Mapping(m) => {
+                let mut seen: std::collections::BTreeSet<String> =
+                    std::collections::BTreeSet::new();
+                let mut sources: Vec<&serde_yaml_ng::Mapping> = Vec::new();
+                for (k, val) in m {
+                    if k.as_str() == Some("<<") {
+                        match val {
+                            Value::Mapping(merged) => sources.push(merged),
+                            Value::Sequence(items) => {
+                                sources.extend(items.iter().filter_map(Value::as_mapping));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if !sources.is_empty() {
+                    let explicit = m.iter().filter(|(k, _)| k.as_str() != Some("<<"));
+                    let merged = sources.iter().flat_map(|src| src.iter());
+                    for (k, _) in merged.chain(explicit) {
+                        let key = serde_yaml_ng::to_string(k).unwrap_or_default();
+                        let key = key.trim_end().to_owned();
+                        if !seen.insert(key.clone()) {
+                            return Some(key);
+                        }
+                    }
+                }
+                stack.extend(m.values());
+            }
+            Value::Sequence(items) => stack.extend(items.iter()),
+            Value::Tagged(t) => stack.push(&t.value),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Reads and parses one spec file; a read failure names the file and says what to check.
