@@ -110,7 +110,15 @@ pub fn check_bytes(path: &Path, bytes: &[u8], rules: &Rules) -> FileVerdict {
             error: None,
         };
     }
-    let report = validate_spec(&decoded.spec, rules);
+    let mut report = validate_spec(&decoded.spec, rules);
+    if path.extension().is_some_and(|e| e == "yml") {
+        report.warnings.push(Finding {
+            path: "-".to_owned(),
+            message: "the engine reads only *.json and *.yaml from its spec dirs, never *.yml: rename the file to *.yaml"
+                .to_owned(),
+            crash: false,
+        });
+    }
     FileVerdict {
         path: path.to_path_buf(),
         verdict: report.outcome().into(),
@@ -230,6 +238,18 @@ mod tests {
         );
         let old = check_bytes(Path::new("s.yaml"), spec, &engine("28.5"));
         assert!(old.report.crashes());
+    }
+
+    #[test]
+    fn a_yml_file_is_read_but_warned_about() {
+        let spec = b"cdiVersion: 0.5.0\nkind: a.com/gpu\ndevices: [{name: x, containerEdits: {env: [A=1]}}]\n";
+        let v = check_bytes(Path::new("nvidia.yml"), spec, &engine("28.5"));
+        assert_eq!(v.verdict, Verdict::LoadsWithWarnings);
+        assert!(
+            v.report.warnings[0]
+                .message
+                .contains("rename the file to *.yaml")
+        );
     }
 
     #[test]

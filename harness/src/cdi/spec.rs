@@ -293,7 +293,12 @@ pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
             limit: MAX_DEPTH,
         });
     }
-    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_slice(bytes) {
+    // yaml.v2 reads the first document of a stream and ignores the rest.
+    let first = serde_yaml_ng::Deserializer::from_slice(bytes)
+        .next()
+        .map(serde_yaml_ng::Value::deserialize);
+    let first = first.unwrap_or(Ok(serde_yaml_ng::Value::Null));
+    let value: serde_yaml_ng::Value = match first {
         Ok(mut v) => {
             // `<<: *anchor` merges, which yaml.v2 applies while decoding; in strict mode
             // it refuses a key that a merge and another entry both set.
