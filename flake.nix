@@ -27,8 +27,9 @@
           inherit (cargoToml.package) version;
 
           # What the crate and its unit tests read (include_str! of
-          # scripts/seed-checklist.sh, fixtures, insta snapshots, .cargo/config.toml's
-          # INSTA_WORKSPACE_ROOT); changes to the Nix side do not rebuild it.
+          # scripts/seed-checklist.sh and of the NixOS evaluator's Nix files under
+          # nixos-tests/, fixtures, insta snapshots, .cargo/config.toml's
+          # INSTA_WORKSPACE_ROOT).
           src = lib.fileset.toSource {
             root = ./.;
             fileset = lib.fileset.unions [
@@ -36,6 +37,7 @@
               ./Cargo.lock
               ./.cargo
               ./harness
+              ./nixos-tests
               ./scenarios
               ./scripts
               ./snapshots
@@ -56,6 +58,12 @@
             "cdi-harness"
             "--lib"
           ];
+          # The simulated-GPU unit tests run a static busybox (found on PATH) and fail
+          # without one; the sandbox has no rootless user with subordinate ids, so the
+          # one test that needs those says `skipped:` instead of failing the build
+          # (CI on Debian runs it for real).
+          nativeCheckInputs = [ pkgs.pkgsStatic.busybox ];
+          env.CDI_HARNESS_ALLOW_SKIP = "1";
 
           meta = {
             description = "Proves that a machine gives Docker containers its NVIDIA GPUs through CDI, the way NixOS does it";

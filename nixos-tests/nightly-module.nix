@@ -5,10 +5,14 @@
 #
 # The flake provides it as nixosModules.default; set `package` (e.g. to
 # self.packages.${pkgs.system}.default) unless pkgs has `cdi-harness`.
-{ config, lib, pkgs, ... }:
+{ config, lib, pkgs, utils, ... }:
 
 let
   cfg = config.services.cdi-harness.nightly;
+  # systemd's StateDirectory= is relative to /var/lib; a state directory elsewhere is
+  # created by tmpfiles instead.
+  inherit (cfg) stateDir;
+  underVarLib = lib.hasPrefix "/var/lib/" stateDir;
 in
 {
   options.services.cdi-harness.nightly = {
@@ -28,9 +32,11 @@ in
     };
 
     stateDir = lib.mkOption {
-      type = lib.types.str;
+      # Absolute, no trailing slash, no white space (a tmpfiles.d line holds it).
+      type = lib.types.strMatching "/[^[:space:]]*[^/[:space:]]";
       default = "/var/lib/cdi-harness";
-      description = "Last good report, history and per-night files. The default is managed by systemd's StateDirectory.";
+      example = "/srv/cdi-harness";
+      description = "Last good report, history and per-night files (an absolute path; also the unit's HOME). Under /var/lib it is the unit's StateDirectory; elsewhere systemd-tmpfiles creates it.";
     };
 
     schedule = lib.mkOption {
@@ -58,6 +64,12 @@ in
       description = "Nights of history to keep.";
     };
 
+    allowSkips = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Accept a night whose checks need attention (now skipped, vanished, or moved into or out of xfail since the last good night) instead of keeping the old lock (`--allow-skips`). Regressions block either way.";
+    };
+
     notifyCommand = lib.mkOption {
       type = lib.types.nullOr lib.types.str;
       default = null;
@@ -80,26 +92,31 @@ in
       wants = [ "network-online.target" ];
       path = [ config.nix.package pkgs.git pkgs.coreutils pkgs.bash ]
         ++ lib.optional config.virtualisation.docker.enable config.virtualisation.docker.package;
-      environment.HOME = "/var/lib/cdi-harness";
+      environment.HOME = stateDir;
       serviceConfig = {
         Type = "oneshot";
-        StateDirectory = "cdi-harness";
+        StateDirectory = lib.mkIf underVarLib (lib.removePrefix "/var/lib/" stateDir);
         # Exit 1 (a regression) is a result, not a crash of the unit: the notify command
         # and the report carry it. Exit 2 (no verdict) still marks the unit failed.
         SuccessExitStatus = [ 1 ];
-        ExecStart = lib.escapeShellArgs ([
+        # systemd expands `%` specifiers and `$VAR` even inside shell quotes, so the
+        # arguments are quoted for systemd (as nixpkgs' own modules do), not for a shell.
+        ExecStart = utils.escapeSystemdExecArgs ([
           "${cfg.package}/bin/cdi-harness" "nightly"
           "--flake" cfg.flake
-          "--state-dir" cfg.stateDir
+          "--state-dir" stateDir
           "--backend" cfg.backend
           "--keep" (toString cfg.keep)
           "--quiet"
         ]
         ++ lib.concatMap (s: [ "--scenario" s ]) cfg.scenarios
         ++ lib.optionals (cfg.notifyCommand != null) [ "--notify" cfg.notifyCommand ]
+        ++ lib.optional cfg.allowSkips "--allow-skips"
         ++ cfg.extraArgs);
       };
     };
+
+    systemd.tmpfiles.rules = lib.optional (!underVarLib) "d ${stateDir} 0750 root root - -";
 
     systemd.timers.cdi-harness-nightly = {
       description = "Timer for the cdi-harness nightly regression run";

@@ -880,21 +880,31 @@ for_the_record() {
 }
 
 run_harness() { # N [SCENARIO REPORT-TAG]: 1 records the snapshot, 2 must pass
-  local n=$1 scenario=${2:-$scenario} rtag=${3:-$tag} update json junit md cli=() quiet=()
+  local n=$1 scenario=${2:-$scenario} rtag=${3:-$tag} ci json junit md cli=() quiet=() rc
   if [ "$n" = 1 ]; then
-    update=always json="$OUT_DIR/$rtag.run1.json" junit="$OUT_DIR/$rtag.run1.xml"
+    # Outside CI mode a first run records `<scenario>.snap.new` (status `new`); it is
+    # accepted below, as `cargo insta accept` would, so run #2 compares against it.
+    ci=false json="$OUT_DIR/$rtag.run1.json" junit="$OUT_DIR/$rtag.run1.xml"
   else
     # Quiet (the table only): run #1 showed progress already, and the tail of the
-    # output is what a caller sees first.
-    update=no json="$OUT_DIR/$rtag.json" junit="$OUT_DIR/$rtag.xml" quiet=(--quiet)
+    # output is what a caller sees first. CI mode: a missing snapshot fails.
+    ci=true json="$OUT_DIR/$rtag.json" junit="$OUT_DIR/$rtag.xml" quiet=(--quiet)
   fi
   md="${json%.json}.md"
   [ -n "$docker" ] && cli=(--docker-cli "$docker")
   local cmd=("$harness" run --backend host --docker-host "unix://$sock" --scenario "$scenario"
     --image "$IMAGE" "${cli[@]}" --snapshots "$tmp/snapshots" --json "$json" --junit "$junit" --markdown "$md" "${quiet[@]}")
-  echo "  INSTA_UPDATE=$update ${cmd[*]}"
+  echo "  CI=$ci ${cmd[*]}"
   [ -z "$docker" ] && echo "  (no --docker-cli: the bundle has no docker CLI, so info_cli is skipped)"
-  (cd "$tmp" && env -u INSTA_FORCE_PASS INSTA_UPDATE=$update INSTA_OUTPUT=none INSTA_WORKSPACE_ROOT="$tmp" COLUMNS=140 "${cmd[@]}")
+  (cd "$tmp" && env CI=$ci COLUMNS=140 "${cmd[@]}")
+  rc=$?
+  if [ "$n" = 1 ]; then
+    local pending
+    for pending in "$tmp"/snapshots/host/*.snap.new; do
+      [ -e "$pending" ] && mv "$pending" "${pending%.new}"
+    done
+  fi
+  return $rc
 }
 
 # ---------------------------------------------------------------------------------------

@@ -157,8 +157,8 @@ async fn measure(
         .arg("--snapshots")
         .arg(&snapshots)
         .env("DOCKER_HOST", &docker_host)
-        .env("INSTA_UPDATE", if update { "always" } else { "no" })
-        .env("CI", "true")
+        // The warm-up records `.snap.new` (outside CI); timed runs write nothing.
+        .env("CI", if update { "false" } else { "true" })
         .kill_on_drop(true);
         c
     };
@@ -167,6 +167,8 @@ async fn measure(
     // the host snapshot of this engine's spec so timed runs compare against it.
     timed("checklist", checklist_cmd()).await?;
     let _ = timed_output(harness_cmd(true)).await;
+    crate::snapshot::accept_pending(&snapshots, crate::outcome::BackendKind::Host, &seed.name)
+        .map_err(|e| BenchError::Io(format!("{e} ({})", e.fix_hint())))?;
     timed("harness", harness_cmd(false)).await?;
 
     let mut result = BenchResult {

@@ -1,10 +1,19 @@
 //! `cdi-harness report diff OLD NEW`: what changed between two JSON reports, check by
 //! check, plus the normalized CDI specs and the flake inputs when the reports carry them.
 //!
-//! This is what tells a nightly run after `nix flake update` apart from noise: a check
-//! that passed and now fails is a regression (the run that caused it must not be taken),
-//! while a check that is merely skipped now is listed but does not count as one, because
-//! a skip says "could not run here", not "broken".
+//! This is what tells a nightly run after `nix flake update` apart from noise. Three
+//! grades, most urgent first:
+//! - **regressed** (always blocks): a check that held, failed as declared, or could not
+//!   run before, fails now;
+//! - **needs attention** (blocks unless `--allow-skips`): a check that gave a verdict
+//!   before gives none now (pass, fail or xfail → skip or new snapshot), vanished from
+//!   the report, or moved into or out of `xfail`. A skip is not a failure, but a check
+//!   that stops running is how a real regression hides: the run that lost it must not
+//!   be accepted silently;
+//! - the rest (still failing, fixed, new, unchanged) is listed and never blocks.
+//!
+//! A report cut short (`interrupted: true`) is refused by [`compare`]: its missing checks
+//! would read as vanished or regressed.
 //!
 //! Pure functions of two [`RunReport`]s: no engine, no Nix, so diffs work anywhere.
 
@@ -15,35 +24,59 @@ use serde::Serialize;
 
 use crate::outcome::{CheckResult, FlakeInput, RunReport, Status};
 
+/// Why two reports cannot be judged against each other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffError {
+    /// A report was cut short (Ctrl-C, SIGTERM, a crash): the checks it lacks would
+    /// read as vanished or regressed, so no verdict is drawn from it.
+    #[error(
+        "cannot judge: {} was interrupted (its results are incomplete, so missing checks would read as vanished or regressed); rerun the suite to completion and compare complete reports",
+        .reports.join(" and ")
+    )]
+    Interrupted {
+        /// Each interrupted report: its name (the path, or "tonight's run") and start time.
+        reports: Vec<String>,
+    },
+}
+
 /// How one check (`scenario::check`) changed between the two reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
-    /// It passed (or was skipped) before and fails now.
+    /// It passed, failed as declared, was skipped or was a new snapshot before, and
+    /// fails now. Always blocks.
     Regressed,
-    /// It passed or failed before and is skipped now: listed, but not a regression.
+    /// It gave a verdict before (pass, fail, xfail) and gives none now (skip, or a new
+    /// snapshot that compared nothing). Needs attention.
     NowSkipped,
+    /// Only the old report has it: the check or its scenario vanished. Needs attention.
+    Gone,
+    /// It moved into or out of `xfail`: xfail → pass (the declared diagnosis no longer
+    /// happens) or pass/fail → xfail (a result is now excused by a declaration). Either
+    /// way the scenario's declarations and the machine disagree with the last report.
+    /// Needs attention.
+    ExpectationChanged,
     /// It failed before and fails now.
     StillFailing,
     /// It failed before and passes now.
     Fixed,
     /// Only the new report has it.
     New,
-    /// Only the old report has it.
-    Gone,
-    /// Same status (a skip that now passes counts here too: nothing was broken before).
+    /// Same status, or a check that could not run before and now passes or fails as
+    /// declared (nothing was lost: a verdict was gained).
     Unchanged,
 }
 
 impl ChangeKind {
     /// Every kind, in the order the summary lists them (most urgent first).
-    pub const ALL: [ChangeKind; 7] = [
+    pub const ALL: [ChangeKind; 8] = [
         ChangeKind::Regressed,
         ChangeKind::NowSkipped,
+        ChangeKind::Gone,
+        ChangeKind::ExpectationChanged,
         ChangeKind::StillFailing,
         ChangeKind::Fixed,
         ChangeKind::New,
-        ChangeKind::Gone,
         ChangeKind::Unchanged,
     ];
 
@@ -52,26 +85,41 @@ impl ChangeKind {
         match self {
             ChangeKind::Regressed => "regressed",
             ChangeKind::NowSkipped => "now skipped",
+            ChangeKind::Gone => "gone",
+            ChangeKind::ExpectationChanged => "expectation changed",
             ChangeKind::StillFailing => "still failing",
             ChangeKind::Fixed => "fixed",
             ChangeKind::New => "new",
-            ChangeKind::Gone => "gone",
             ChangeKind::Unchanged => "unchanged",
         }
     }
 
+    /// Whether a change of this kind needs attention: it blocks acceptance unless
+    /// skips are allowed (`--allow-skips`).
+    pub fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            ChangeKind::NowSkipped | ChangeKind::Gone | ChangeKind::ExpectationChanged
+        )
+    }
+
     /// Classifies a check from its old and new status (`None`: absent from that report).
     pub fn classify(old: Option<Status>, new: Option<Status>) -> Option<ChangeKind> {
-        use Status::{Fail, Pass, Skip};
+        use Status::{Fail, New, Pass, Skip, Xfail};
         Some(match (old, new) {
             (None, None) => return None,
             (None, Some(_)) => ChangeKind::New,
             (Some(_), None) => ChangeKind::Gone,
             (Some(Fail), Some(Fail)) => ChangeKind::StillFailing,
-            (Some(Pass | Skip), Some(Fail)) => ChangeKind::Regressed,
+            (Some(Pass | Xfail | Skip | New), Some(Fail)) => ChangeKind::Regressed,
             (Some(Fail), Some(Pass)) => ChangeKind::Fixed,
-            (Some(Pass | Fail), Some(Skip)) => ChangeKind::NowSkipped,
-            (Some(Pass | Skip), Some(Pass)) | (Some(Skip), Some(Skip)) => ChangeKind::Unchanged,
+            (Some(Pass | Fail | Xfail), Some(Skip | New)) => ChangeKind::NowSkipped,
+            (Some(Xfail), Some(Pass)) | (Some(Pass | Fail), Some(Xfail)) => {
+                ChangeKind::ExpectationChanged
+            }
+            (Some(Pass), Some(Pass))
+            | (Some(Xfail), Some(Xfail))
+            | (Some(Skip | New), Some(Pass | Xfail | Skip | New)) => ChangeKind::Unchanged,
         })
     }
 }
@@ -127,6 +175,16 @@ pub struct ReportDiff {
     pub new_started_at: String,
     /// Count per kind (every kind present, zeros included).
     pub counts: BTreeMap<ChangeKind, usize>,
+    /// Keys of the checks that regressed: they always block.
+    pub regressions: Vec<String>,
+    /// Keys of the checks that need attention (now skipped, gone, expectation changed):
+    /// they block unless `allow_skips`.
+    pub needs_attention: Vec<String>,
+    /// Whether the changes that need attention were accepted (`--allow-skips`).
+    pub allow_skips: bool,
+    /// Whether the new report is blocked: a regression, or a change that needs attention
+    /// without `--allow-skips`. What makes `report diff` exit 1.
+    pub blocked: bool,
     /// Every check of either report, sorted by key.
     pub checks: Vec<CheckChange>,
     /// Scenarios whose normalized spec changed (only where both reports carry one).
@@ -136,9 +194,14 @@ pub struct ReportDiff {
 }
 
 impl ReportDiff {
-    /// True when some check regressed: what makes `report diff` exit 1.
+    /// True when some check regressed.
     pub fn has_regressions(&self) -> bool {
-        self.count(ChangeKind::Regressed) > 0
+        !self.regressions.is_empty()
+    }
+
+    /// True when some change needs attention (accepted or not).
+    pub fn has_attention(&self) -> bool {
+        !self.needs_attention.is_empty()
     }
 
     /// How many checks are of `kind`.
@@ -152,8 +215,52 @@ impl ReportDiff {
     }
 }
 
-/// Compares two reports check by check (keyed `scenario::check`).
-pub fn diff_reports(old: &RunReport, new: &RunReport) -> ReportDiff {
+/// `Some(description)` when `report` was cut short; `name` says which one.
+fn complete(report: &RunReport, name: &str) -> Option<String> {
+    report.interrupted.then(|| {
+        format!(
+            "{name} (started {}, {} results)",
+            report.started_at,
+            report.results.len()
+        )
+    })
+}
+
+/// Refuses a report that was cut short, naming it (`name`: a path, or "tonight's run"):
+/// for a verdict on one report alone (a night without a last good report).
+pub fn ensure_complete(report: &RunReport, name: &str) -> Result<(), DiffError> {
+    match complete(report, name) {
+        Some(described) => Err(DiffError::Interrupted {
+            reports: vec![described],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Compares two reports for a verdict: refuses interrupted ones (naming them), then
+/// classifies check by check. `allow_skips` accepts the changes that need attention.
+/// This is what `report diff` and `nightly` call; [`diff_reports`] alone does not look
+/// at completeness.
+pub fn compare(
+    old: &RunReport,
+    old_name: &str,
+    new: &RunReport,
+    new_name: &str,
+    allow_skips: bool,
+) -> Result<ReportDiff, DiffError> {
+    let reports: Vec<String> = [complete(old, old_name), complete(new, new_name)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !reports.is_empty() {
+        return Err(DiffError::Interrupted { reports });
+    }
+    Ok(diff_reports(old, new, allow_skips))
+}
+
+/// Classifies two reports check by check (keyed `scenario::check`), without checking
+/// that they are complete (see [`compare`]).
+pub fn diff_reports(old: &RunReport, new: &RunReport, allow_skips: bool) -> ReportDiff {
     let index = |r: &RunReport| -> BTreeMap<String, CheckResult> {
         r.results
             .iter()
@@ -180,10 +287,24 @@ pub fn diff_reports(old: &RunReport, new: &RunReport) -> ReportDiff {
             fix: n.and_then(|c| c.fix.clone()),
         });
     }
+    let keys_where = |f: fn(ChangeKind) -> bool| -> Vec<String> {
+        checks
+            .iter()
+            .filter(|c| f(c.kind))
+            .map(|c| c.key.clone())
+            .collect()
+    };
+    let regressions = keys_where(|k| k == ChangeKind::Regressed);
+    let needs_attention = keys_where(ChangeKind::needs_attention);
+    let blocked = !regressions.is_empty() || (!needs_attention.is_empty() && !allow_skips);
     ReportDiff {
         old_started_at: old.started_at.clone(),
         new_started_at: new.started_at.clone(),
         counts,
+        regressions,
+        needs_attention,
+        allow_skips,
+        blocked,
         checks,
         spec_changes: spec_changes(&old.specs, &new.specs),
         input_changes: match (&old.flake_inputs, &new.flake_inputs) {
@@ -286,8 +407,31 @@ fn first_line(msg: &str) -> &str {
     msg.lines().next().unwrap_or("")
 }
 
-/// The readable summary `report diff` prints: counts, then each non-empty kind with its
-/// checks and messages (unchanged ones only counted), input changes, spec diffs.
+/// Why a change needs attention, in words, for the text summary.
+fn attention_reason(c: &CheckChange) -> &'static str {
+    match (c.kind, c.old_status, c.new_status) {
+        (ChangeKind::Gone, ..) => "vanished from the new report",
+        (ChangeKind::NowSkipped, _, Some(Status::New)) => {
+            "gave a verdict before; now a new snapshot that compared nothing"
+        }
+        (ChangeKind::NowSkipped, ..) => "gave a verdict before; could not run now",
+        (ChangeKind::ExpectationChanged, Some(Status::Xfail), _) => {
+            "failed as declared before; the declared diagnosis no longer happens"
+        }
+        (ChangeKind::ExpectationChanged, ..) => "now excused as a declared failure (xfail)",
+        _ => "",
+    }
+}
+
+/// `[old → new]` for a listed check.
+fn transition(c: &CheckChange) -> String {
+    let status = |s: Option<Status>| s.map(Status::as_str).unwrap_or("-");
+    format!("[{} → {}]", status(c.old_status), status(c.new_status))
+}
+
+/// The readable summary `report diff` prints: counts; the regressed checks; a "needs
+/// attention" section (now skipped, gone, expectation changed) saying whether it blocks;
+/// the other non-empty kinds (unchanged ones only counted); input changes; spec diffs.
 pub fn render_text(diff: &ReportDiff, old_name: &str, new_name: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -300,25 +444,23 @@ pub fn render_text(diff: &ReportDiff, old_name: &str, new_name: &str) -> String 
         .map(|k| format!("{} {}", diff.count(*k), k.title()))
         .collect();
     let _ = writeln!(out, "{}", counts.join(", "));
-    for kind in ChangeKind::ALL {
-        if kind == ChangeKind::Unchanged || diff.count(kind) == 0 {
-            continue;
+    let message_of = |c: &CheckChange| -> Option<String> {
+        let m = match c.kind {
+            ChangeKind::Gone => c.old_message.as_deref(),
+            _ => c.new_message.as_deref(),
+        };
+        m.map(first_line)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+    };
+    let section = |out: &mut String, kind: ChangeKind| {
+        if diff.count(kind) == 0 {
+            return;
         }
         let _ = writeln!(out, "\n{} ({}):", kind.title(), diff.count(kind));
         for c in diff.of_kind(kind) {
-            let status = |s: Option<Status>| s.map(Status::as_str).unwrap_or("-");
-            let _ = writeln!(
-                out,
-                "  {}  [{} → {}]",
-                c.key,
-                status(c.old_status),
-                status(c.new_status)
-            );
-            let message = match kind {
-                ChangeKind::Gone => c.old_message.as_deref(),
-                _ => c.new_message.as_deref(),
-            };
-            if let Some(m) = message.map(first_line).filter(|m| !m.is_empty()) {
+            let _ = writeln!(out, "  {}  {}", c.key, transition(c));
+            if let Some(m) = message_of(c) {
                 let _ = writeln!(out, "      {m}");
             }
             if kind == ChangeKind::Regressed {
@@ -327,6 +469,35 @@ pub fn render_text(diff: &ReportDiff, old_name: &str, new_name: &str) -> String 
                 }
             }
         }
+    };
+    section(&mut out, ChangeKind::Regressed);
+    if diff.has_attention() {
+        let verdict = if diff.allow_skips {
+            "accepted with --allow-skips"
+        } else {
+            "blocks acceptance; pass --allow-skips to accept"
+        };
+        let _ = writeln!(
+            out,
+            "\nneeds attention ({}, {verdict}):",
+            diff.needs_attention.len()
+        );
+        for c in diff.checks.iter().filter(|c| c.kind.needs_attention()) {
+            let _ = writeln!(
+                out,
+                "  {}  {}  {}: {}",
+                c.key,
+                transition(c),
+                c.kind.title(),
+                attention_reason(c)
+            );
+            if let Some(m) = message_of(c) {
+                let _ = writeln!(out, "      {m}");
+            }
+        }
+    }
+    for kind in [ChangeKind::StillFailing, ChangeKind::Fixed, ChangeKind::New] {
+        section(&mut out, kind);
     }
     if !diff.input_changes.is_empty() {
         let _ = writeln!(
@@ -373,6 +544,8 @@ mod tests {
             status,
             message: message.into(),
             fix: (status == Status::Fail).then(|| format!("fix {check}")),
+            cause: None,
+            evidence: None,
             duration: Duration::from_millis(10),
             backend: BackendKind::Sim,
             simulated: true,
@@ -390,6 +563,7 @@ mod tests {
             results,
             flake_inputs: None,
             specs: BTreeMap::new(),
+            interrupted: false,
         }
     }
 
@@ -408,6 +582,20 @@ mod tests {
             (Some(Skip), Some(Pass), ChangeKind::Unchanged),
             (None, Some(Fail), ChangeKind::New),
             (Some(Pass), None, ChangeKind::Gone),
+            // xfail is a broken-machine scenario's expected state.
+            (Some(Xfail), Some(Xfail), ChangeKind::Unchanged),
+            (Some(Xfail), Some(Fail), ChangeKind::Regressed),
+            (Some(Xfail), Some(Pass), ChangeKind::ExpectationChanged),
+            (Some(Pass), Some(Xfail), ChangeKind::ExpectationChanged),
+            (Some(Fail), Some(Xfail), ChangeKind::ExpectationChanged),
+            (Some(Xfail), Some(Skip), ChangeKind::NowSkipped),
+            (Some(Skip), Some(Xfail), ChangeKind::Unchanged),
+            // A new snapshot compared nothing: like a skip.
+            (Some(Pass), Some(New), ChangeKind::NowSkipped),
+            (Some(Xfail), Some(New), ChangeKind::NowSkipped),
+            (Some(New), Some(Pass), ChangeKind::Unchanged),
+            (Some(New), Some(New), ChangeKind::Unchanged),
+            (Some(New), Some(Fail), ChangeKind::Regressed),
         ];
         for (o, n, want) in cases {
             assert_eq!(ChangeKind::classify(o, n), Some(want), "{o:?} → {n:?}");
@@ -416,17 +604,146 @@ mod tests {
     }
 
     #[test]
-    fn skip_is_not_a_regression() {
+    fn every_pair_of_statuses_is_classified_and_only_lost_verdicts_need_attention() {
+        use Status::*;
+        let all = [Pass, Fail, Skip, Xfail, New];
+        for o in all {
+            for n in all {
+                let kind = ChangeKind::classify(Some(o), Some(n)).unwrap();
+                // A check that had a verdict (pass, fail, xfail) and has none now.
+                let lost = matches!(o, Pass | Fail | Xfail) && matches!(n, Skip | New);
+                let moved_xfail =
+                    (o == Xfail && n == Pass) || (matches!(o, Pass | Fail) && n == Xfail);
+                assert_eq!(
+                    kind.needs_attention(),
+                    lost || moved_xfail,
+                    "{o:?} → {n:?}: {kind:?}"
+                );
+            }
+        }
+        assert!(ChangeKind::Gone.needs_attention());
+        assert!(!ChangeKind::Regressed.needs_attention());
+        assert!(!ChangeKind::New.needs_attention());
+    }
+
+    #[test]
+    fn pass_to_skip_blocks_unless_skips_are_allowed() {
         let old = report(vec![check("seed", "a", Status::Pass, "ok")]);
         let new = report(vec![check("seed", "a", Status::Skip, "engine too old")]);
-        let d = diff_reports(&old, &new);
+        let d = diff_reports(&old, &new, false);
         assert!(!d.has_regressions());
+        assert!(d.blocked, "a check that stopped running must block");
+        assert_eq!(d.needs_attention, ["seed::a"]);
         assert_eq!(d.count(ChangeKind::NowSkipped), 1);
         let text = render_text(&d, "old.json", "new.json");
         assert!(
-            text.contains("now skipped (1):\n  seed::a  [pass → skip]\n      engine too old"),
+            text.contains(
+                "needs attention (1, blocks acceptance; pass --allow-skips to accept):\n  seed::a  [pass → skip]  now skipped: gave a verdict before; could not run now\n      engine too old"
+            ),
             "{text}"
         );
+
+        let allowed = diff_reports(&old, &new, true);
+        assert!(!allowed.blocked);
+        assert_eq!(allowed.needs_attention, ["seed::a"], "still listed");
+        let text = render_text(&allowed, "old.json", "new.json");
+        assert!(
+            text.contains("needs attention (1, accepted with --allow-skips):"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_vanished_check_blocks_unless_skips_are_allowed() {
+        let old = report(vec![
+            check("seed", "a", Status::Pass, "ok"),
+            check("other", "b", Status::Pass, "it held"),
+        ]);
+        let new = report(vec![check("seed", "a", Status::Pass, "ok")]);
+        let d = diff_reports(&old, &new, false);
+        assert!(d.blocked);
+        assert_eq!(d.needs_attention, ["other::b"]);
+        let text = render_text(&d, "o", "n");
+        assert!(
+            text.contains(
+                "  other::b  [pass → -]  gone: vanished from the new report\n      it held"
+            ),
+            "{text}"
+        );
+        assert!(!diff_reports(&old, &new, true).blocked);
+    }
+
+    #[test]
+    fn xfail_rules() {
+        let xfail = |s| report(vec![check("cdi-off", "info_spec_dirs", s, "m")]);
+        // xfail → xfail: the broken machine is still diagnosed.
+        let d = diff_reports(&xfail(Status::Xfail), &xfail(Status::Xfail), false);
+        assert!(!d.blocked && d.needs_attention.is_empty());
+        // xfail → fail: the diagnosis no longer matches the declaration.
+        let d = diff_reports(&xfail(Status::Xfail), &xfail(Status::Fail), true);
+        assert!(d.blocked, "a regression blocks even with --allow-skips");
+        assert_eq!(d.regressions, ["cdi-off::info_spec_dirs"]);
+        // xfail → pass: the declared diagnosis no longer happens.
+        let d = diff_reports(&xfail(Status::Xfail), &xfail(Status::Pass), false);
+        assert!(d.blocked && !d.has_regressions());
+        let text = render_text(&d, "o", "n");
+        assert!(
+            text.contains("[xfail → pass]  expectation changed: failed as declared before; the declared diagnosis no longer happens"),
+            "{text}"
+        );
+        // xfail → skip / new: the diagnosis was not made at all.
+        for now in [Status::Skip, Status::New] {
+            let d = diff_reports(&xfail(Status::Xfail), &xfail(now), false);
+            assert!(d.blocked, "{now:?}");
+            assert_eq!(d.count(ChangeKind::NowSkipped), 1);
+        }
+        // pass → new snapshot: nothing compared any more.
+        let d = diff_reports(&xfail(Status::Pass), &xfail(Status::New), false);
+        assert!(d.blocked);
+        assert!(
+            render_text(&d, "o", "n").contains("now a new snapshot that compared nothing"),
+            "{}",
+            render_text(&d, "o", "n")
+        );
+    }
+
+    #[test]
+    fn interrupted_reports_are_refused_by_name() {
+        let done = report(vec![check("seed", "a", Status::Pass, "ok")]);
+        let mut cut = report(vec![]);
+        cut.interrupted = true;
+        cut.started_at = "2025-01-02T03:04:05Z".into();
+        let err = compare(&done, "old.json", &cut, "new.json", true).unwrap_err();
+        assert_eq!(
+            err,
+            DiffError::Interrupted {
+                reports: vec!["new.json (started 2025-01-02T03:04:05Z, 0 results)".into()]
+            }
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("new.json (started 2025-01-02T03:04:05Z, 0 results) was interrupted"),
+            "{msg}"
+        );
+        assert!(msg.contains("rerun the suite to completion"), "{msg}");
+        let err = compare(&cut, "old.json", &cut, "new.json", false).unwrap_err();
+        assert!(err.to_string().contains("old.json (started"), "{err}");
+        assert!(err.to_string().contains(" and new.json (started"), "{err}");
+        assert!(compare(&done, "old.json", &done, "new.json", false).is_ok());
+    }
+
+    #[test]
+    fn schema_1_reports_read_and_diff() {
+        // A schema-1 report: no cause, evidence or interrupted.
+        let json = r#"{"schema_version":1,"backend":"sim","simulated":true,
+            "started_at":"2025-01-01T00:00:00Z","duration":1.0,"engines":{},
+            "results":[{"scenario":"seed","check":"a","status":"pass","message":"ok",
+            "duration":0.1,"backend":"sim","simulated":true}]}"#;
+        let old: RunReport = serde_json::from_str(json).unwrap();
+        assert!(!old.interrupted);
+        let new = report(vec![check("seed", "a", Status::Skip, "no engine")]);
+        let d = compare(&old, "v1.json", &new, "v2.json", false).unwrap();
+        assert_eq!(d.needs_attention, ["seed::a"]);
     }
 
     #[test]
@@ -440,15 +757,16 @@ mod tests {
             check("seed", "b", Status::Pass, "ok now"),
             check("seed", "c", Status::Pass, "new one"),
         ]);
-        let d = diff_reports(&old, &new);
+        let d = diff_reports(&old, &new, true);
         assert!(d.has_regressions());
+        assert!(d.blocked);
         assert_eq!(d.count(ChangeKind::Regressed), 1);
         assert_eq!(d.count(ChangeKind::Fixed), 1);
         assert_eq!(d.count(ChangeKind::New), 1);
         let text = render_text(&d, "o", "n");
         assert!(
             text.contains(
-                "1 regressed, 0 now skipped, 0 still failing, 1 fixed, 1 new, 0 gone, 0 unchanged"
+                "1 regressed, 0 now skipped, 0 gone, 0 expectation changed, 0 still failing, 1 fixed, 1 new, 0 unchanged"
             ),
             "{text}"
         );
@@ -457,6 +775,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("detail"), "{text}");
+        assert!(!text.contains("needs attention"), "{text}");
     }
 
     #[test]
@@ -472,7 +791,7 @@ mod tests {
             serde_json::json!({"kind": "nvidia.com/gpu", "devices": ["0", "1"]}),
         );
         new.specs.insert("other".into(), serde_json::json!({}));
-        let d = diff_reports(&old, &new);
+        let d = diff_reports(&old, &new, false);
         assert_eq!(d.spec_changes.len(), 1);
         let u = &d.spec_changes[0].unified_diff;
         assert!(u.contains("--- old/seed.spec.json"), "{u}");

@@ -101,8 +101,9 @@ impl Step {
     fn from_verdict(name: &'static str, v: crate::checks::Verdict) -> Step {
         match v.status {
             Status::Pass => Step::ok(name, v.message),
-            Status::Skip => Step::skipped(name, v.message),
-            Status::Fail => Step {
+            // A doctor step never carries a scenario's expectation or a snapshot.
+            Status::Skip | Status::New => Step::skipped(name, v.message),
+            Status::Fail | Status::Xfail => Step {
                 fix: v.fix,
                 ..Step::new(name, StepStatus::Problem, v.message)
             },
@@ -259,18 +260,7 @@ pub fn gather(host: &dyn HostSource) -> Probes {
         ),
         _ => None,
     };
-    let daemon_config = host
-        .systemctl_show("docker.service", &["ExecStart"])
-        .ok()
-        .map(|t| {
-            let path = host::config_file_from_exec_start(&t)
-                .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"));
-            let parsed = match host.read_to_string(&path) {
-                Ok(text) => host::parse_daemon_config(&text),
-                Err(e) => Err(e.to_string()),
-            };
-            (path, parsed)
-        });
+    let daemon_config = host::daemon_config(host);
     let dirs = spec_dirs(daemon_config.as_ref().and_then(|(_, c)| c.as_ref().ok()));
     let mut spec_files = Vec::new();
     let mut spec_dirs_seen = Vec::new();

@@ -99,6 +99,16 @@ pub enum EngineError {
         /// What bollard said.
         message: String,
     },
+    /// The engine's wait for a container ended without an exit status.
+    #[error(
+        "the engine at {endpoint} ended its wait for container {id} without an exit status: the engine stopped or restarted under it; check the engine's log (`journalctl -u docker`) and run again"
+    )]
+    NoExitCode {
+        /// Where.
+        endpoint: String,
+        /// The container.
+        id: String,
+    },
     /// The `docker` CLI could not be run.
     #[error("cannot run the docker CLI {cli}: {message}")]
     Cli {
@@ -529,19 +539,27 @@ impl Engine {
         let exit_code = self
             .bounded("wait container", self.timeouts.container, async move {
                 let mut stream = docker.wait_container(&wait_id, None);
-                let mut code = 0;
+                let mut code = None;
                 while let Some(item) = stream.next().await {
                     match item {
-                        Ok(r) => code = r.status_code,
+                        Ok(r) => code = Some(r.status_code),
                         Err(bollard::errors::Error::DockerContainerWaitError {
                             code: c, ..
-                        }) => code = c,
+                        }) => code = Some(c),
                         Err(e) => return Err(e),
                     }
                 }
                 Ok(code)
             })
             .await?;
+        // A wait that ends without a status is not an exit 0: the engine went away (or
+        // restarted) under the container, and nothing says the command succeeded.
+        let Some(exit_code) = exit_code else {
+            return Err(EngineError::NoExitCode {
+                endpoint: self.endpoint.uri.clone(),
+                id: id.to_string(),
+            });
+        };
         let docker = self.docker.clone();
         let log_id = id.to_string();
         let (stdout, stderr) = self
@@ -908,6 +926,113 @@ mod tests {
                 "{}",
                 r.uri
             );
+        }
+    }
+}
+
+/// The engine's wait ending without a status, against a stand-in API server: a
+/// container whose wait stream ends empty (the engine died or restarted under it) is
+/// an error, never an exit 0.
+#[cfg(test)]
+mod wait_tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    /// Answers the calls `Engine::connect` and `Engine::run` make; `wait` with an empty
+    /// body, as a connection cut by a dying engine leaves it.
+    fn serve(listener: UnixListener) {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let path = request.split_whitespace().nth(1).unwrap_or("");
+                    let (status, body) = if path.ends_with("/_ping") {
+                        ("200 OK", "OK".to_string())
+                    } else if path.ends_with("/version") {
+                        (
+                            "200 OK",
+                            r#"{"Version":"28.5.2","ApiVersion":"1.51","MinAPIVersion":"1.24"}"#
+                                .to_string(),
+                        )
+                    } else if path.contains("/containers/create") {
+                        (
+                            "201 Created",
+                            r#"{"Id":"c0ffee","Warnings":[]}"#.to_string(),
+                        )
+                    } else if path.contains("/start") {
+                        ("204 No Content", String::new())
+                    } else if path.contains("/wait") {
+                        ("200 OK", String::new())
+                    } else {
+                        ("204 No Content", String::new())
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if reader.get_mut().write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_wait_without_exit_status_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&socket).expect("bind");
+        std::thread::spawn(move || serve(listener));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let outcome = rt.block_on(async {
+            let engine = Engine::connect(Endpoint::unix(&socket, "test"), Timeouts::default(), "t")
+                .await
+                .expect("the stand-in engine answers");
+            engine
+                .run(&RunRequest {
+                    image: "busybox".into(),
+                    command: vec!["true".into()],
+                    cdi_devices: Vec::new(),
+                    gpus: None,
+                    runtime: None,
+                    check: "t::c".into(),
+                })
+                .await
+        });
+        match outcome {
+            Err(e @ EngineError::NoExitCode { .. }) => {
+                assert!(e.to_string().contains("without an exit status"), "{e}");
+            }
+            other => panic!("a wait without a status must be an error, got {other:?}"),
         }
     }
 }

@@ -15,8 +15,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::cdi::{LoadedSpec, Spec};
-use crate::checks::{SPEC_MISSING_FIX, Verdict, parse_nvidia_smi_list};
 use crate::engine::RunOutcome;
+use crate::hints::SPEC_MISSING_FIX;
+use crate::outcome::Verdict;
+use crate::smi::parse_nvidia_smi_list;
 
 /// The driver and its GPUs, as NVML (or a recording of it) reports them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,9 +508,9 @@ pub fn check_spec_against(inv: &Inventory, spec: Option<&LoadedSpec>) -> Verdict
 
 /// `gpu_containers`: `nvidia-smi -L` inside `--device nvidia.com/gpu=all` lists exactly
 /// the UUIDs NVML reports, and inside `gpu=N` exactly GPU N's UUID.
-pub fn check_containers(
+pub fn check_containers<E>(
     inv: &Inventory,
-    runs: &BTreeMap<String, Result<RunOutcome, String>>,
+    runs: &BTreeMap<String, Result<RunOutcome, E>>,
 ) -> Verdict {
     let label = if inv.simulated {
         "the simulated NVML"
@@ -559,9 +561,20 @@ pub fn check_containers(
             ));
         }
     }
+    if want.is_empty() && problems.is_empty() {
+        return Verdict::skip(format!("{label} reports no GPU: nothing to compare"));
+    }
+    if problems.is_empty() && compared < inv.gpus.len() {
+        // `all` matched, but some GPUs were not seen alone: the per-GPU half of the
+        // check was not made for them.
+        return Verdict::skip(format!(
+            "`all` shows exactly the {} GPU(s) {label} reports, but only {compared} of them were listed through their single-GPU device, so the per-GPU comparison is incomplete",
+            want.len()
+        ));
+    }
     if problems.is_empty() {
         return Verdict::pass(format!(
-            "`all` shows exactly the {} GPU(s) {label} reports, and each of {compared} single-GPU device(s) its own UUID",
+            "`all` shows exactly the {} GPU(s) {label} reports, and each of the {compared} single-GPU devices its own UUID",
             want.len()
         ));
     }
@@ -613,16 +626,22 @@ pub fn check_spec_fresh(
     let path = loaded.path.display();
     let mut problems = Vec::new();
     let mut seen = Vec::new();
+    // How many of the two comparisons (age, driver) were made: none means nothing was
+    // compared, which is a skip, never a pass.
+    let mut compared = 0;
     match (spec_mtime, boot_time) {
         (Some(m), Some(b)) if m < b => problems.push(format!(
             "{path} was written {} before the current boot ({}): the generator did not run this boot",
             humantime::format_duration(b.duration_since(m).unwrap_or_default()),
             humantime::format_rfc3339_seconds(b)
         )),
-        (Some(_), Some(b)) => seen.push(format!(
-            "written after the current boot ({})",
-            humantime::format_rfc3339_seconds(b)
-        )),
+        (Some(_), Some(b)) => {
+            compared += 1;
+            seen.push(format!(
+                "written after the current boot ({})",
+                humantime::format_rfc3339_seconds(b)
+            ))
+        }
         _ => seen.push("boot time or spec time unknown: age not compared".into()),
     }
     match inv {
@@ -631,6 +650,7 @@ pub fn check_spec_fresh(
             if versions.is_empty() {
                 seen.push("no versioned driver library among its mounts".into());
             } else if versions.len() == 1 && versions.contains(&inv.driver_version) {
+                compared += 1;
                 seen.push(format!("for driver {}", inv.driver_version));
             } else {
                 problems.push(format!(
@@ -642,10 +662,15 @@ pub fn check_spec_fresh(
         }
         None => seen.push("driver version unknown (no NVML): libraries not compared".into()),
     }
-    if problems.is_empty() {
-        Verdict::pass(format!("{path}: {}", seen.join("; ")))
-    } else {
+    if !problems.is_empty() {
         Verdict::fail(problems.join("; "), Some(SPEC_MISSING_FIX.into()))
+    } else if compared == 0 {
+        Verdict::skip(format!(
+            "{path}: nothing could be compared: {}",
+            seen.join("; ")
+        ))
+    } else {
+        Verdict::pass(format!("{path}: {}", seen.join("; ")))
     }
 }
 
@@ -800,10 +825,14 @@ mod tests {
         let v = check_containers(&inv, &runs);
         assert_eq!(v.status, Status::Pass, "{}", v.message);
         assert!(
-            v.message.contains(&format!("each of {count} single-GPU")),
+            v.message
+                .contains(&format!("each of the {count} single-GPU")),
             "{}",
             v.message
         );
+        // Without the single-GPU listings only half was compared: never a pass.
+        let only_all = BTreeMap::from([("device_all".to_string(), listing(&text))]);
+        assert_eq!(check_containers(&inv, &only_all).status, Status::Skip);
         if count > 1 {
             // gpu=0 showing GPU 1 is caught by UUID, though nvidia-smi calls both "GPU 0".
             runs.insert("device_0".into(), listing(&single(&inv.gpus[1])));
@@ -972,6 +1001,17 @@ mod tests {
             "{}",
             v.message
         );
+        // Neither the age nor the driver known: nothing was compared, so no pass.
+        let v = check_spec_fresh(Some(&l), None, Some(boot), None);
+        assert_eq!(v.status, Status::Skip, "{}", v.message);
+        assert!(
+            v.message.contains("nothing could be compared"),
+            "{}",
+            v.message
+        );
+        // One of the two is enough to pass on.
+        let v = check_spec_fresh(Some(&l), None, None, Some(&inv));
+        assert_eq!(v.status, Status::Pass, "{}", v.message);
     }
 
     #[test]

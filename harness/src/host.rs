@@ -376,6 +376,63 @@ impl HostSource for SystemHost {
     }
 }
 
+/// What the machine itself runs, probed on `host` as `doctor` probes it, so that
+/// `machine_config` compares the scenario with the machine instead of restating it.
+#[derive(Debug, Clone, Default)]
+pub struct MachineProbe {
+    /// The generator unit: `Some(true)` it exists, `Some(false)` systemd does not know
+    /// it, `None` systemd could not be asked (with why in `notes`).
+    pub generator_unit: Option<bool>,
+    /// The daemon's effective config file and what it sets, when it could be read.
+    pub daemon_config: Option<(PathBuf, DaemonConfig)>,
+    /// What could not be probed, and why.
+    pub notes: Vec<String>,
+}
+
+/// The daemon's effective config file (from `docker.service`'s `ExecStart`, else the
+/// default `/etc/docker/daemon.json`) and its parsed content; `None` when systemd
+/// does not know `docker.service`.
+pub fn daemon_config(host: &dyn HostSource) -> Option<(PathBuf, Result<DaemonConfig, String>)> {
+    host.systemctl_show("docker.service", &["ExecStart"])
+        .ok()
+        .map(|t| {
+            let path = config_file_from_exec_start(&t)
+                .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"));
+            let parsed = match host.read_to_string(&path) {
+                Ok(text) => parse_daemon_config(&text),
+                Err(e) => Err(e.to_string()),
+            };
+            (path, parsed)
+        })
+}
+
+/// Probes the generator unit and the daemon's config for `machine_config`.
+pub fn probe_machine(host: &dyn HostSource) -> MachineProbe {
+    let mut probe = MachineProbe::default();
+    // Elsewhere the spec comes from `nvidia-ctk` and no unit is expected: not NixOS is
+    // not a difference from the scenario, only something not compared.
+    if host.file_info(Path::new("/etc/NIXOS")).is_none() {
+        probe
+            .notes
+            .push("the generator unit (this is not NixOS: no /etc/NIXOS)".into());
+    } else {
+        match host.systemctl_show(GENERATOR_UNIT, UNIT_PROPERTIES) {
+            Ok(text) => probe.generator_unit = Some(!UnitState::parse(&text).absent()),
+            Err(e) => probe.notes.push(format!("the generator unit ({e})")),
+        }
+    }
+    match daemon_config(host) {
+        Some((path, Ok(cfg))) => probe.daemon_config = Some((path, cfg)),
+        Some((path, Err(e))) => probe
+            .notes
+            .push(format!("the daemon's config {} ({e})", path.display())),
+        None => probe
+            .notes
+            .push("the daemon's config (systemd does not know docker.service)".into()),
+    }
+    probe
+}
+
 /// The daemon's config file from `systemctl show -p ExecStart docker.service`:
 /// `--config-file=/nix/store/…-daemon.json` or `--config-file /…`; `None` when the
 /// engine runs with the default `/etc/docker/daemon.json`.

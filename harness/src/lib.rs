@@ -8,17 +8,24 @@
 
 pub mod bench;
 pub mod cdi;
+pub mod check_id;
 pub mod checks;
 pub mod diff;
 pub mod doctor;
 pub mod engine;
 pub mod gpu;
+pub mod hints;
 pub mod host;
+pub mod judge;
 pub mod lint;
 pub mod nightly;
+pub mod nixos_eval;
 pub mod outcome;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sim;
+pub mod smi;
 pub mod snapshot;
+#[cfg(test)]
+mod testutil;

@@ -142,6 +142,18 @@ enum ScenarioCommand {
         /// A scenario file.
         file: PathBuf,
     },
+    /// Evaluate scenario machines (or NixOS modules, or the nightly module) through
+    /// nixpkgs' own module system: effective Docker daemon settings, the rootless
+    /// engine's, the CDI generator unit, failed assertions and warnings; nixpkgs' own
+    /// error on an unknown option, a wrong type or a conflict. Exit 0 all evaluate, 1 one
+    /// is rejected, 2 no nixpkgs (or kit) or no Nix.
+    NixosEval(Box<cdi_harness::nixos_eval::cli::NixosEvalArgs>),
+    /// Print the daemon.json the `sim` backend gives a scenario's private engine (its
+    /// spec dirs shown as the machine directories they stand for), without starting one.
+    SimDaemonJson {
+        /// A scenario file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +211,10 @@ struct RunArgs {
     /// No progress lines, only the summary.
     #[arg(long, short)]
     quiet: bool,
+    /// CI mode (also when CI is set): a scenario without a stored snapshot fails instead
+    /// of recording `.snap.new` for review.
+    #[arg(long)]
+    ci: bool,
 }
 
 fn main() -> ExitCode {
@@ -237,6 +253,20 @@ fn main() -> ExitCode {
                     }
                     Err(e) => config_error(format!("{}: cannot print JSON: {e}", file.display())),
                 },
+                Err(e) => config_error(e),
+            },
+            ScenarioCommand::NixosEval(args) => {
+                ExitCode::from(cdi_harness::nixos_eval::cli::run(*args))
+            }
+            ScenarioCommand::SimDaemonJson { file } => match scenario::load(&file) {
+                Ok(s) => {
+                    let json = cdi_harness::nixos_eval::sim_daemon_json(&s);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => config_error(e),
             },
         },
@@ -377,6 +407,7 @@ fn run(args: RunArgs) -> ExitCode {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut opts = RunOptions::new(backend, snapshot_dir);
     opts.image_override = args.image.clone();
+    opts.ci = opts.ci || args.ci;
     if let Some(uri) = &args.docker_host {
         if !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://"))
         {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
 use serde::Deserialize;
 
-use crate::outcome::{CheckResult, REPORT_SCHEMA_VERSION, RunReport, Status};
+use crate::outcome::{CheckResult, Evidence, REPORT_SCHEMA_VERSION, RunReport, Status};
 
 /// Why a report could not be written or read back. Each message names the file involved
 /// and says what to do, because these errors are shown to users as-is at the end of a run.
@@ -238,7 +238,7 @@ fn build_junit(report: &RunReport) -> quick_junit::Report {
 
 fn junit_case(result: &CheckResult) -> TestCase {
     let status = match result.status {
-        Status::Pass => TestCaseStatus::success(),
+        Status::Pass | Status::Xfail => TestCaseStatus::success(),
         Status::Fail => {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(non_empty(first_line(&result.message), "check failed"));
@@ -256,9 +256,14 @@ fn junit_case(result: &CheckResult) -> TestCase {
             }
             status
         }
-        Status::Skip => {
+        Status::Skip | Status::New => {
             let mut status = TestCaseStatus::skipped();
-            status.set_message(non_empty(first_line(&result.message), "skipped"));
+            let what = if result.status == Status::New {
+                "new snapshot recorded, awaiting review"
+            } else {
+                "skipped"
+            };
+            status.set_message(non_empty(first_line(&result.message), what));
             if result.message.trim_end().contains('\n') {
                 status.set_description(result.message.trim_end());
             }
@@ -268,8 +273,19 @@ fn junit_case(result: &CheckResult) -> TestCase {
     let mut case = TestCase::new(result.check.as_str(), status);
     case.set_classname(result.scenario.as_str());
     case.set_time(result.duration);
+    case.add_property(("status", result.status.as_str()));
     case.add_property(("backend", result.backend.as_str()));
     case.add_property(("simulated", bool_str(result.simulated)));
+    if let Some(evidence) = result.evidence {
+        case.add_property(("evidence", evidence.as_str()));
+    }
+    if let Some(cause) = result.cause {
+        case.add_property(("cause", cause.as_str()));
+    }
+    if result.status == Status::Xfail {
+        // JUnit has no expected-failure state: the case passes, and says so loudly.
+        case.set_system_out(format!("xfail (failed as declared): {}", result.message));
+    }
     case
 }
 
@@ -300,7 +316,7 @@ fn bool_str(b: bool) -> &'static str {
 /// without downloading the JSON.
 pub fn markdown(report: &RunReport) -> String {
     let simulated = report.simulated || report.results.iter().any(|r| r.simulated);
-    let (passed, failed, skipped) = report.counts();
+    let failed = report.count(Status::Fail);
     let mut md = String::new();
 
     let label = if simulated { " (simulated)" } else { "" };
@@ -324,27 +340,27 @@ pub fn markdown(report: &RunReport) -> String {
         report.schema_version
     );
     let verdict = if failed > 0 { "❌" } else { "✅" };
-    let _ = writeln!(
-        md,
-        "{verdict} **{passed} passed, {failed} failed, {skipped} skipped**\n"
-    );
+    let _ = writeln!(md, "{verdict} **{}**\n", count_words(report));
 
     if report.results.is_empty() {
         md.push_str("No checks ran.\n");
     } else {
-        md.push_str("| Scenario | Check | Status | Time | Message |\n");
-        md.push_str("|---|---|---|---:|---|\n");
+        md.push_str("| Scenario | Check | Status | Evidence | Time | Message |\n");
+        md.push_str("|---|---|---|---|---:|---|\n");
         for r in &report.results {
             let status = match r.status {
                 Status::Pass => "✅ pass",
                 Status::Fail => "❌ **fail**",
                 Status::Skip => "⏭️ skip",
+                Status::Xfail => "☑️ xfail (failed as declared)",
+                Status::New => "🆕 new snapshot",
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {status} | {} | {} |",
+                "| {} | {} | {status} | {} | {} | {} |",
                 md_cell(&r.scenario),
                 md_cell(&r.check),
+                r.evidence.map(|e| e.as_str()).unwrap_or("-"),
                 format_duration(r.duration),
                 md_cell(first_line(&r.message)),
             );
@@ -451,7 +467,7 @@ pub fn summary_table(report: &RunReport, width: usize, color: bool) -> String {
             scenario: clean(&r.scenario),
             check: clean(&r.check),
             time: format_duration(r.duration),
-            message: clean(first_line(&r.message)),
+            message: clean(&evidence_marked(r)),
         })
         .collect();
 
@@ -460,7 +476,7 @@ pub fn summary_table(report: &RunReport, width: usize, color: bool) -> String {
     };
     let w_scenario = col("SCENARIO", &|r| chars(&r.scenario));
     let w_check = col("CHECK", &|r| chars(&r.check));
-    let w_status = chars("STATUS");
+    let w_status = chars("STATUS").max(chars("XFAIL"));
     let w_time = col("TIME", &|r| chars(&r.time));
     let prefix = w_scenario + w_check + w_status + w_time + 4 * GAP.len();
     let w_message = width.saturating_sub(prefix).max(MIN_MESSAGE_WIDTH);
@@ -532,7 +548,6 @@ fn push_failure_details(out: &mut String, result: &CheckResult, message_shown: b
 /// `12 passed, 1 failed, 2 skipped (simulated: sim backend)`: the counts plus which
 /// backend produced them, so a screenshot of the last line alone cannot be misread.
 fn totals_line(report: &RunReport, color: bool) -> String {
-    let (passed, failed, skipped) = report.counts();
     let simulated = report.simulated || report.results.iter().any(|r| r.simulated);
     let count = |n: usize, what: &str, colour: &str| {
         let text = format!("{n} {what}");
@@ -548,12 +563,62 @@ fn totals_line(report: &RunReport, color: bool) -> String {
     } else {
         format!("{backend} backend")
     };
-    format!(
-        "{}, {}, {} ({origin})",
-        count(passed, "passed", GREEN),
-        count(failed, "failed", RED),
-        count(skipped, "skipped", YELLOW),
-    )
+    let mut parts = vec![
+        count(report.count(Status::Pass), "passed", GREEN),
+        count(report.count(Status::Fail), "failed", RED),
+        count(report.count(Status::Skip), "skipped", YELLOW),
+    ];
+    // Shown only when present, so the common line stays the familiar three counts.
+    for (status, what) in [
+        (Status::Xfail, "failed as declared (xfail)"),
+        (Status::New, "new snapshot(s)"),
+    ] {
+        let n = report.count(status);
+        if n > 0 {
+            parts.push(count(n, what, status_color(status)));
+        }
+    }
+    let interrupted = if report.interrupted {
+        "; INTERRUPTED: incomplete"
+    } else {
+        ""
+    };
+    format!("{} ({origin}{interrupted})", parts.join(", "))
+}
+
+/// `3 passed, 1 failed, 0 skipped` plus xfail and new counts where present.
+fn count_words(report: &RunReport) -> String {
+    let mut text = format!(
+        "{} passed, {} failed, {} skipped",
+        report.count(Status::Pass),
+        report.count(Status::Fail),
+        report.count(Status::Skip)
+    );
+    for (status, what) in [
+        (Status::Xfail, "failed as declared (xfail)"),
+        (Status::New, "new snapshot(s)"),
+    ] {
+        let n = report.count(status);
+        if n > 0 {
+            text.push_str(&format!(", {n} {what}"));
+        }
+    }
+    if report.interrupted {
+        text.push_str(" — interrupted, incomplete");
+    }
+    text
+}
+
+/// The first line of a result's message, marked with its evidence where that is not a
+/// measurement, so a restated or constructed PASS cannot be mistaken for a machine fact.
+fn evidence_marked(result: &CheckResult) -> String {
+    let first = first_line(&result.message);
+    match result.evidence {
+        Some(e @ (Evidence::Declared | Evidence::Constructed)) => {
+            format!("[{}] {first}", e.as_str())
+        }
+        _ => first.to_string(),
+    }
 }
 
 /// One progress line printed as each check finishes (`  PASS  seed::device_all (0.21s)`),
@@ -580,14 +645,16 @@ fn status_label(status: Status) -> &'static str {
         Status::Pass => "PASS",
         Status::Fail => "FAIL",
         Status::Skip => "SKIP",
+        Status::Xfail => "XFAIL",
+        Status::New => "NEW",
     }
 }
 
 fn status_color(status: Status) -> &'static str {
     match status {
-        Status::Pass => GREEN,
+        Status::Pass | Status::Xfail => GREEN,
         Status::Fail => RED,
-        Status::Skip => YELLOW,
+        Status::Skip | Status::New => YELLOW,
     }
 }
 
@@ -750,6 +817,8 @@ mod tests {
             status,
             message: message.to_owned(),
             fix: fix.map(str::to_owned),
+            cause: None,
+            evidence: Some(crate::outcome::Evidence::Measured),
             duration: Duration::from_millis(millis),
             backend: BackendKind::Sim,
             simulated: true,
@@ -801,6 +870,7 @@ mod tests {
             engines,
             flake_inputs: None,
             specs: BTreeMap::new(),
+            interrupted: false,
             results: vec![
                 check(
                     "seed",

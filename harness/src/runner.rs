@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::checks::{self, Facts, Verdict};
+use crate::check_id::CheckId;
+use crate::checks::{self, FactError, Facts, Need, Verdict};
 use crate::engine::{self, Endpoint, Engine, RunOutcome, RunRequest, Timeouts};
 use crate::outcome::{
-    BackendKind, CheckResult, EngineFacts, GpuFacts, HardwareFacts, REPORT_SCHEMA_VERSION,
+    BackendKind, Cause, CheckResult, EngineFacts, GpuFacts, HardwareFacts, REPORT_SCHEMA_VERSION,
     RunReport, Status,
 };
 use crate::scenario::{Scenario, SimSpecState};
@@ -53,6 +54,9 @@ pub struct RunOptions {
     pub container_concurrency: usize,
     /// Ctrl-C: stop starting work, clean up, report what finished.
     pub cancel: CancellationToken,
+    /// Running in CI (`--ci`, or `CI` set as insta reads it): a first snapshot with no
+    /// stored one fails instead of being recorded for review.
+    pub ci: bool,
 }
 
 impl RunOptions {
@@ -71,6 +75,7 @@ impl RunOptions {
             scenario_concurrency: 3,
             container_concurrency: 4,
             cancel: CancellationToken::new(),
+            ci: crate::snapshot::ci_from_env(),
         }
     }
 
@@ -92,7 +97,6 @@ pub fn new_run_id() -> String {
 
 /// Runs every selected check of every scenario and returns the report.
 pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunReport {
-    crate::snapshot::quiet_insta_panics();
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let run_id = new_run_id();
@@ -153,6 +157,7 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
         results,
         flake_inputs: None,
         specs,
+        interrupted: opts.cancel.is_cancelled(),
     }
 }
 
@@ -176,6 +181,8 @@ fn result(
         status: v.status,
         message: v.message,
         fix: v.fix,
+        cause: v.cause,
+        evidence: v.evidence,
         duration,
         backend,
         simulated: backend.simulated(),
@@ -194,12 +201,12 @@ struct Session {
 }
 
 async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutput {
-    let names: Vec<String> = s
-        .check_names()
+    let ids: Vec<CheckId> = s
+        .check_ids()
         .into_iter()
-        .filter(|c| opts.selected(&s.name, c))
+        .filter(|c| opts.selected(&s.name, &c.name()))
         .collect();
-    if names.is_empty() {
+    if ids.is_empty() {
         return (Vec::new(), None, None);
     }
     let mut facts = Facts {
@@ -210,12 +217,12 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
     let mut engine_facts = None;
     let mut spec_value = None;
     // Why the engine-dependent checks could not run: setup failed or Ctrl-C.
-    let mut blocked: Option<String> = None;
+    let mut blocked: Option<FactError> = None;
 
     // Scenarios share the host's engine: each labels (and sweeps) only its own containers.
     let scope = format!("{run_id}.{}", s.name);
     let prep = tokio::select! {
-        _ = opts.cancel.cancelled() => Err("interrupted (Ctrl-C) before the engine was ready".to_string()),
+        _ = opts.cancel.cancelled() => Err(interrupted("before the engine was ready")),
         p = prepare(s, opts, &scope) => p,
     };
     let mut session = match prep {
@@ -233,10 +240,10 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
             endpoint: Some(sess.engine.endpoint().uri.clone()),
             hardware: sim_hardware(s, opts.backend),
         });
-        let work = gather(s, opts, sess, &names, &mut facts, &mut timings);
+        let work = gather(s, opts, sess, &ids, &mut facts, &mut timings);
         tokio::select! {
             _ = opts.cancel.cancelled() => {
-                blocked = Some("interrupted (Ctrl-C) before this check finished".into());
+                blocked = Some(interrupted("before this check finished"));
             }
             _ = work => {}
         }
@@ -247,14 +254,20 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         if let (Some(Ok(info)), Some(ef)) = (&facts.info, engine_facts.as_mut()) {
             ef.version = Some(info.server_version.clone());
         }
+        if let Some(ef) = engine_facts.as_mut() {
+            ef.hardware = ef
+                .hardware
+                .take()
+                .or_else(|| host_hardware(facts.gpu.as_ref()));
+        }
         // The safety net: whatever happened above, no container of this run survives.
         let cleanup = async {
             let left = sess.engine.labelled_containers().await;
             for id in left.iter().flatten() {
                 let _ = sess.engine.remove(id).await;
             }
-            if blocked.is_none() && names.iter().any(|n| n == "no_leftovers") {
-                facts.leftovers = Some(left.map_err(|e| e.to_string()));
+            if blocked.is_none() && ids.contains(&CheckId::NoLeftovers) {
+                facts.leftovers = Some(left.map_err(FactError::from));
             }
         };
         let _ = tokio::time::timeout(opts.timeouts.call * 3, cleanup).await;
@@ -265,48 +278,66 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
 
     // When the engine could not be prepared at all, the first engine check carries the
     // whole reason and the others point at it, so the summary says it once.
-    let first_blocked = names
+    let first_blocked = ids
         .iter()
-        .find(|n| n.as_str() != "machine_config")
+        .find(|id| **id != CheckId::MachineConfig)
         .cloned();
     let mut out = Vec::new();
-    for name in &names {
+    for id in &ids {
         let t = Instant::now();
         let verdict = match &blocked {
-            Some(_)
+            Some(why)
                 if session.is_none()
-                    && Some(name) != first_blocked.as_ref()
-                    && name != "machine_config" =>
+                    && Some(id) != first_blocked.as_ref()
+                    && *id != CheckId::MachineConfig =>
             {
                 Verdict::fail(
                     format!(
                         "not run: the engine for this scenario could not be prepared (see {}::{})",
                         s.name,
-                        first_blocked.as_deref().unwrap_or_default()
+                        first_blocked
+                            .as_ref()
+                            .map(CheckId::name)
+                            .unwrap_or_default()
                     ),
                     None,
                 )
+                .because_of(why.cause)
             }
-            Some(why) if name != "machine_config" => Verdict::fail(why.clone(), None),
+            Some(why) if *id != CheckId::MachineConfig => {
+                Verdict::fail(why.message.clone(), None).because_of(why.cause)
+            }
             _ => {
                 let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    checks::evaluate(s, &facts, name)
+                    checks::evaluate(s, &facts, id)
                 }));
                 match eval {
                     Ok(v) => v,
                     Err(_) => Verdict::fail(
-                        format!("the check `{name}` panicked (a harness bug: please report it)"),
+                        format!("the check `{id}` panicked (a harness bug: please report it)"),
                         None,
-                    ),
+                    )
+                    .because(Cause::HarnessBug),
                 }
             }
         };
-        let verdict = checks::apply_expectation(s, opts.backend, name, verdict);
+        let name = id.name();
         let took = timings
             .get(name.as_str())
             .copied()
             .unwrap_or_else(|| t.elapsed());
-        let r = result(s, name, opts.backend, verdict, took);
+        let mut r = result(s, &name, opts.backend, verdict, took);
+        if r.evidence.is_none() {
+            r.evidence = Some(checks::entry(id).evidence_on(opts.backend));
+        }
+        // On `sim` the scenario's broken machine is what was built, so its declared
+        // failures are judged here; on `host` the verdicts stand as the machine gives
+        // them (`report judge` applies the same rules to a host report).
+        if opts.backend == BackendKind::Sim {
+            if let Some(expected) = s.expected_failure(&name) {
+                checks::expect::apply(expected, &mut r);
+            }
+        }
         if let Some(p) = &opts.progress {
             p(&r);
         }
@@ -316,8 +347,16 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
     (out, engine_facts, spec_value)
 }
 
+/// The reason (and cause) of checks that Ctrl-C stopped.
+fn interrupted(when: &str) -> FactError {
+    FactError::new(
+        format!("interrupted (Ctrl-C) {when}"),
+        Some(Cause::Interrupted),
+    )
+}
+
 /// The `sim` backend's invented driver and GPUs, labelled simulated; `None` on `host`,
-/// where finding them would need NVML or a container and is not worth a run's time.
+/// whose real ones [`host_hardware`] takes from the run's NVML probe.
 fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
     (backend == BackendKind::Sim).then(|| HardwareFacts {
         driver_version: Some(sim::SIM_DRIVER_VERSION.to_string()),
@@ -331,6 +370,29 @@ fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
             })
             .collect(),
         simulated: true,
+    })
+}
+
+/// The real driver and GPUs on `host`, from the NVML inventory this run already read
+/// for the GPU cross-checks, so a diff between two nights can tell a driver change from
+/// a toolkit or engine change. `None` when there is no real inventory (the GPU checks
+/// did not run, NVML is absent or failed, or it is the sim's): a second NVML init just
+/// for the header would cost up to a second per scenario.
+fn host_hardware(gpu: Option<&crate::gpu::GpuFacts>) -> Option<HardwareFacts> {
+    let inv = gpu?.inventory.as_ref().ok().filter(|inv| !inv.simulated)?;
+    Some(HardwareFacts {
+        driver_version: Some(inv.driver_version.clone()),
+        gpus: inv
+            .gpus
+            .iter()
+            .map(|g| GpuFacts {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                pci_bus_id: g.pci_bus_id.clone(),
+            })
+            .collect(),
+        simulated: false,
     })
 }
 
@@ -351,21 +413,21 @@ fn normalized_spec(
 }
 
 /// Starts or connects to the engine and lays out what the scenario needs.
-async fn prepare(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+async fn prepare(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, FactError> {
     match opts.backend {
         BackendKind::Host => prepare_host(s, opts, run_id).await,
         BackendKind::Sim => prepare_sim(s, opts, run_id).await,
     }
 }
 
-async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
+async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, FactError> {
     let endpoint = opts
         .host_endpoint
         .clone()
         .unwrap_or_else(|| Endpoint::for_host(s.facts.rootless_default));
     let engine = Engine::connect(endpoint, opts.timeouts, run_id)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(FactError::from)?;
     let image = opts
         .image_override
         .clone()
@@ -468,13 +530,12 @@ pub async fn start_sim(
     }
     let engine_opts = sim::EngineOptions {
         dockerd,
-        cdi: s.facts.cdi_enabled(),
         spec_dirs: vec![etc.clone(), run.clone()],
-        runtimes: s.facts.manual_runtimes.clone(),
         start_timeout: timeouts.call,
         rootless: rootless.then(|| {
             sim::RootlessOptions::from_env().with_device_nodes(sim::device_node_paths(&gpus))
         }),
+        ..sim_engine_config(s)
     };
     let engine = sim::PrivateEngine::start(engine_opts)
         .await
@@ -491,14 +552,28 @@ pub async fn start_sim(
     })
 }
 
-async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, String> {
-    let mut env = start_sim(s, opts.dockerd.clone(), opts.timeouts).await?;
+/// What a scenario's machine makes of its engine's configuration (CDI on or off, its
+/// manual runtimes), as the sim's private engine gets it: one place, so the engine the
+/// sim starts and the `daemon.json` compared with NixOS's (`scenario nixos-eval
+/// --against-sim`) cannot drift apart.
+pub fn sim_engine_config(s: &Scenario) -> sim::EngineOptions {
+    sim::EngineOptions {
+        cdi: s.facts.cdi_enabled(),
+        runtimes: s.facts.manual_runtimes.clone(),
+        ..sim::EngineOptions::default()
+    }
+}
+
+async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, FactError> {
+    let mut env = start_sim(s, opts.dockerd.clone(), opts.timeouts)
+        .await
+        .map_err(|e| FactError::new(e, None))?;
     let endpoint = Endpoint::unix(env.engine.socket_path(), "the private simulated engine");
     let engine = match Engine::connect(endpoint, opts.timeouts, run_id).await {
         Ok(e) => e,
         Err(e) => {
             env.stop().await;
-            return Err(e.to_string());
+            return Err(FactError::from(e));
         }
     };
     let root = env.scratch_dir().display().to_string();
@@ -512,33 +587,37 @@ async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Se
     })
 }
 
-/// Gathers every fact the selected checks need; containers run concurrently with the
-/// `docker info` calls and the spec loading.
+/// Gathers every fact the selected checks need (as the catalogue says); containers
+/// run concurrently with the `docker info` calls and the spec loading. Every read of
+/// the file system happens here, so the evaluators stay pure.
 async fn gather(
     s: &Scenario,
     opts: &RunOptions,
     sess: &mut Session,
-    names: &[String],
+    ids: &[CheckId],
     facts: &mut Facts,
     timings: &mut BTreeMap<String, Duration>,
 ) {
-    let wants = |n: &str| names.iter().any(|x| x == n);
+    let needs = checks::needs(ids);
     let engine = sess.engine.clone();
 
-    // Containers: device_all, device_N (isolation needs them all) and declared runs.
-    let isolation = wants("device_isolation");
+    // Containers: the device checks' own, every device for isolation and the GPU
+    // cross-check, and the declared runs.
+    let all_devices = needs.contains(&Need::AllDeviceContainers);
     let mut requests: Vec<(String, RunRequest)> = Vec::new();
     let smi_list = vec!["nvidia-smi".to_string(), "-L".to_string()];
-    if s.gpus.count > 0 && (wants("device_all") || isolation) {
+    let wanted = |id: &CheckId| all_devices || ids.contains(id);
+    if s.gpus.count > 0 && wanted(&CheckId::DeviceAll) {
         requests.push((
             "device_all".into(),
             device_request(s, sess, "device_all", "nvidia.com/gpu=all", &smi_list),
         ));
     }
     for n in 0..s.gpus.count {
-        let check = format!("device_{n}");
-        if wants(&check) || isolation {
+        let id = CheckId::Device(n);
+        if wanted(&id) {
             let dev = format!("nvidia.com/gpu={n}");
+            let check = id.name();
             requests.push((
                 check.clone(),
                 device_request(s, sess, &check, &dev, &smi_list),
@@ -546,7 +625,7 @@ async fn gather(
         }
     }
     for r in &s.runs {
-        if wants(&r.name) {
+        if ids.contains(&CheckId::Run(r.name.clone())) {
             requests.push((
                 r.name.clone(),
                 RunRequest {
@@ -570,14 +649,17 @@ async fn gather(
     );
     // `docker info`, then (on the host, where the engine says where specs live) the
     // spec dirs as the engine loads them and the snapshot: one chain, concurrent with
-    // the containers and the CLI.
+    // the containers and the CLI. A remote engine's spec files are on its machine:
+    // they are not read from this one's paths.
     let backend = opts.backend;
     let sim_dirs = sess.spec_dirs.clone();
     let redactions = sess.redactions.clone();
     let snapshot_dir = opts.snapshot_dir.clone();
+    let remote = remote_reason(engine.endpoint());
+    let want_specs = needs.contains(&Need::Specs) && remote.is_none();
     let spec_chain = async {
         let t = Instant::now();
-        let info = engine.info().await.map_err(|e| e.to_string());
+        let info = engine.info().await.map_err(FactError::from);
         let info_time = t.elapsed();
         let (dirs, source) = match (backend, &info) {
             (BackendKind::Sim, _) => (sim_dirs, "the simulated engine's cdi-spec-dirs".to_string()),
@@ -591,28 +673,51 @@ async fn gather(
             ),
         };
         let t = Instant::now();
-        let load_dirs = dirs.clone();
-        let registry = tokio::task::spawn_blocking(move || crate::cdi::load_dirs(&load_dirs))
+        let mut files = SpecFiles::default();
+        if want_specs {
+            let load_dirs = dirs.clone();
+            let reported: Vec<PathBuf> = match &info {
+                Ok(i) => i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
+                Err(_) => Vec::new(),
+            };
+            let scenario = s.clone();
+            files = tokio::task::spawn_blocking(move || {
+                read_spec_files(&scenario, &load_dirs, &reported)
+            })
             .await
-            .ok();
+            .unwrap_or_else(|e| SpecFiles {
+                error: Some(FactError::new(
+                    format!("reading the spec directories crashed (a harness bug: please report it): {e}"),
+                    Some(Cause::HarnessBug),
+                )),
+                ..SpecFiles::default()
+            });
+        }
         let spec_time = t.elapsed();
-        let snapshot = if wants("spec_snapshot") {
+        let snapshot = if want_specs && needs.contains(&Need::Snapshot) {
             let t = Instant::now();
-            let v =
-                snapshot_verdict(s, backend, &snapshot_dir, &redactions, registry.as_ref()).await;
+            let v = snapshot_verdict(
+                s,
+                backend,
+                &snapshot_dir,
+                &redactions,
+                files.registry.as_ref(),
+                opts.ci,
+            )
+            .await;
             Some((v, t.elapsed()))
         } else {
             None
         };
-        (info, info_time, dirs, source, registry, spec_time, snapshot)
+        (info, info_time, dirs, source, files, spec_time, snapshot)
     };
     let cli_fut = async {
-        match (&opts.docker_cli, wants("info_cli")) {
+        match (&opts.docker_cli, needs.contains(&Need::Cli)) {
             (Some(cli), true) => {
                 let t = Instant::now();
                 let r = engine::cli_info(cli, engine.endpoint(), opts.timeouts.call)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(FactError::from);
                 Some((r, t.elapsed()))
             }
             _ => None,
@@ -620,18 +725,27 @@ async fn gather(
     };
     // NVML's init takes up to a second on a real GPU host: it runs beside the rest.
     let gpu_fut = async {
-        if ["gpu_spec", "gpu_containers", "spec_fresh"]
-            .iter()
-            .any(|c| wants(c))
-        {
+        if needs.contains(&Need::Gpu) && remote.is_none() {
             Some(gpu_facts(s, opts.backend).await)
         } else {
             None
         }
     };
-    let ((info, info_time, dirs, source, registry, spec_time, snapshot), cli, runs, gpu) =
-        tokio::join!(spec_chain, cli_fut, runs_fut, gpu_fut);
+    // The machine's own units and daemon config, as `doctor` reads them (host only).
+    let machine_fut = async {
+        if needs.contains(&Need::Machine) && backend == BackendKind::Host && remote.is_none() {
+            tokio::task::spawn_blocking(|| crate::host::probe_machine(&crate::host::SystemHost))
+                .await
+                .ok()
+        } else {
+            None
+        }
+    };
+    let ((info, info_time, dirs, source, files, spec_time, snapshot), cli, runs, gpu, machine) =
+        tokio::join!(spec_chain, cli_fut, runs_fut, gpu_fut, machine_fut);
     facts.gpu = gpu;
+    facts.machine = machine;
+    facts.specs_unreachable = remote;
 
     for n in [
         "info_spec_dirs",
@@ -647,7 +761,11 @@ async fn gather(
     sess.spec_dirs_source = source.clone();
     facts.spec_dirs = dirs;
     facts.spec_dirs_source = source;
-    facts.registry = registry;
+    facts.specs_error = files.error;
+    facts.registry = files.registry;
+    facts.spec_files = files.present;
+    facts.spec_mtime = files.mtime;
+    facts.canonical_dirs = files.canonical;
     for n in ["spec_present", "spec_valid", "spec_devices"] {
         timings.insert(n.into(), spec_time);
     }
@@ -663,7 +781,7 @@ async fn gather(
         timings.insert(name.clone(), took);
         facts.runs.insert(name, outcome);
     }
-    if isolation {
+    if ids.contains(&CheckId::DeviceIsolation) {
         let slowest: Duration = (0..s.gpus.count)
             .filter_map(|n| timings.get(&format!("device_{n}")).copied())
             .max()
@@ -671,11 +789,54 @@ async fn gather(
         timings.insert("device_isolation".into(), slowest);
     }
     // Last, when every other container is done: it restarts the engine.
-    if wants("restart_always") && s.gpus.count > 0 && opts.backend == BackendKind::Sim {
+    if needs.contains(&Need::Restart) && s.gpus.count > 0 && opts.backend == BackendKind::Sim {
         let t = Instant::now();
         let outcome = restart_always(s, opts, sess).await;
         timings.insert("restart_always".into(), t.elapsed());
         facts.restart_always = Some(outcome);
+    }
+}
+
+/// Why the spec files cannot be read from this machine: the engine is reached over
+/// the network (`tcp://`, `ssh://`, …), so its spec dirs are paths on another machine.
+fn remote_reason(endpoint: &Endpoint) -> Option<String> {
+    if endpoint.uri.starts_with("unix://") || endpoint.uri.starts_with('/') {
+        return None;
+    }
+    Some(format!(
+        "the engine at {} is remote: its CDI spec files are on its own machine, not this one",
+        endpoint.uri
+    ))
+}
+
+/// What the spec checks need from the file system, read in one blocking pass.
+#[derive(Default)]
+struct SpecFiles {
+    error: Option<FactError>,
+    registry: Option<crate::cdi::Registry>,
+    present: Vec<PathBuf>,
+    mtime: Option<std::time::SystemTime>,
+    canonical: BTreeMap<PathBuf, PathBuf>,
+}
+
+fn read_spec_files(s: &Scenario, dirs: &[PathBuf], reported: &[PathBuf]) -> SpecFiles {
+    let registry = crate::cdi::load_dirs(dirs);
+    let present = checks::existing_spec_files(s, dirs);
+    let mtime = registry
+        .spec_named(&s.spec_file)
+        .and_then(|l| std::fs::metadata(&l.path).ok())
+        .and_then(|m| m.modified().ok());
+    let canonical = dirs
+        .iter()
+        .chain(reported)
+        .filter_map(|d| std::fs::canonicalize(d).ok().map(|c| (d.clone(), c)))
+        .collect();
+    SpecFiles {
+        error: None,
+        registry: Some(registry),
+        present,
+        mtime,
+        canonical,
     }
 }
 
@@ -795,7 +956,7 @@ async fn restart_and_await(
                 .skip(before_lines)
                 .collect::<Vec<_>>()
                 .join("\n");
-            let after = checks::parse_nvidia_smi_list(&new);
+            let after = crate::smi::parse_nvidia_smi_list(&new);
             if state.running && !after.is_empty() {
                 R::Back {
                     before,
@@ -815,7 +976,7 @@ async fn restart_and_await(
 /// How waiting for a container's `nvidia-smi -L` listing ended.
 enum Listing {
     /// Running, and its log after the first `skip` lines lists at least `want` GPUs.
-    Seen(Vec<checks::ListedGpu>, String),
+    Seen(Vec<crate::smi::ListedGpu>, String),
     /// Not so within the limit: its last state and log.
     Timeout {
         state: engine::ContainerStateFacts,
@@ -844,7 +1005,7 @@ async fn await_listing(
             Ok(state) => {
                 let log = engine.container_logs(id).await.unwrap_or_default();
                 let new: String = log.lines().skip(skip).collect::<Vec<_>>().join("\n");
-                let gpus = checks::parse_nvidia_smi_list(&new);
+                let gpus = crate::smi::parse_nvidia_smi_list(&new);
                 if state.running && gpus.len() >= want.max(1) {
                     return Listing::Seen(gpus, log);
                 }
@@ -904,7 +1065,7 @@ fn device_request(
     }
 }
 
-type RunResults = Vec<(String, (Result<RunOutcome, String>, Duration))>;
+type RunResults = Vec<(String, (Result<RunOutcome, FactError>, Duration))>;
 
 /// Runs the containers, a few at a time. On `host` a missing image is pulled once first;
 /// if that fails every run reports why and how to load the image.
@@ -922,11 +1083,14 @@ async fn run_containers(
         let ready = match engine.image_present(&image).await {
             Ok(true) => Ok(()),
             Ok(false) => engine.pull(&image).await.map_err(|e| {
-                format!(
-                    "image {image} is not present and could not be pulled ({e}): load it with `docker pull {image}`, or `docker load -i FILE.tar` on an offline machine, or pass --image"
+                FactError::new(
+                    format!(
+                        "image {image} is not present and could not be pulled ({e}): load it with `docker pull {image}`, or `docker load -i FILE.tar` on an offline machine, or pass --image"
+                    ),
+                    Some(Cause::ImageMissing),
                 )
             }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(FactError::from(e)),
         };
         if let Err(e) = ready {
             return requests
@@ -937,24 +1101,38 @@ async fn run_containers(
     }
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut set = JoinSet::new();
+    // Task ids name the check of a task that panics, so its failure is filed under
+    // that check and not lost.
+    let mut names = BTreeMap::new();
     for (name, req) in requests {
         let engine = engine.clone();
         let limit = limit.clone();
-        set.spawn(async move {
+        let check = name.clone();
+        let handle = set.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let t = Instant::now();
-            let r = engine.run(&req).await.map_err(|e| e.to_string());
-            (name, (r, t.elapsed()))
+            let r = engine.run(&req).await.map_err(FactError::from);
+            (check, (r, t.elapsed()))
         });
+        names.insert(handle.id(), name);
     }
     let mut out = Vec::new();
-    while let Some(joined) = set.join_next().await {
+    while let Some(joined) = set.join_next_with_id().await {
         match joined {
-            Ok(item) => out.push(item),
+            Ok((_, item)) => out.push(item),
             Err(e) => {
                 // A panicked run task: its container is removed by the label sweep.
-                let msg = format!("a container run panicked or was cancelled: {e}");
-                out.push(("(unknown)".into(), (Err(msg), Duration::ZERO)));
+                let name = names.get(&e.id()).cloned().unwrap_or_default();
+                let msg = format!(
+                    "the container run of `{name}` panicked or was cancelled (a harness bug: please report it): {e}"
+                );
+                out.push((
+                    name,
+                    (
+                        Err(FactError::new(msg, Some(Cause::HarnessBug))),
+                        Duration::ZERO,
+                    ),
+                ));
             }
         }
     }
@@ -967,6 +1145,7 @@ async fn snapshot_verdict(
     snapshot_dir: &Path,
     redactions: &[(String, String)],
     registry: Option<&crate::cdi::Registry>,
+    ci: bool,
 ) -> Verdict {
     let Some(reg) = registry else {
         return Verdict::skip("the spec directories were not read");
@@ -974,8 +1153,9 @@ async fn snapshot_verdict(
     let Some(loaded) = reg.spec_named(&s.spec_file) else {
         return Verdict::fail(
             format!("there is no {} to snapshot", s.spec_file),
-            Some(checks::SPEC_MISSING_FIX.into()),
-        );
+            Some(crate::hints::SPEC_MISSING_FIX.into()),
+        )
+        .because(Cause::SpecMissing);
     };
     let mut value = crate::cdi::normalize(&loaded.spec);
     if !redactions.is_empty() {
@@ -983,9 +1163,21 @@ async fn snapshot_verdict(
     }
     let dir = snapshot_dir.to_path_buf();
     let name = s.name.clone();
-    tokio::task::spawn_blocking(move || crate::snapshot::check(&dir, backend, &name, &value))
-        .await
-        .unwrap_or_else(|e| Verdict::fail(format!("the snapshot check crashed: {e}"), None))
+    use crate::snapshot::{SnapshotMode, SnapshotOutcome};
+    tokio::task::spawn_blocking(move || {
+        match crate::snapshot::check(&dir, backend, &name, &value, SnapshotMode::for_ci(ci)) {
+            Ok(o @ SnapshotOutcome::Matches { .. }) => Verdict::pass(o.message()),
+            // Outside CI a first snapshot is recorded for review: visible, compared
+            // nothing, fails nothing. In CI there is no one to review it: a failure.
+            Ok(o @ SnapshotOutcome::New { .. }) if !ci => Verdict::recorded(o.message()),
+            Ok(o) => {
+                Verdict::fail(o.message(), o.fix().map(Into::into)).because(Cause::SnapshotChanged)
+            }
+            Err(e) => Verdict::fail(e.to_string(), Some(e.fix_hint().into())),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Verdict::fail(format!("the snapshot check crashed: {e}"), None))
 }
 
 /// Replaces path prefixes in every string of a JSON value.
@@ -1028,6 +1220,48 @@ pub fn count(results: &[CheckResult], status: Status) -> usize {
 mod tests {
     use super::*;
 
+    /// The inventory NVML gave on the recorded H100 machine.
+    fn recorded_h100() -> crate::gpu::Inventory {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/h100/nvml/inventory.json");
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn host_hardware_comes_from_the_runs_nvml_inventory() {
+        let facts = crate::gpu::GpuFacts {
+            inventory: Ok(recorded_h100()),
+            boot_time: None,
+        };
+        let hw = host_hardware(Some(&facts)).expect("a real inventory fills the facts");
+        assert_eq!(hw.driver_version.as_deref(), Some("580.159.04"));
+        assert!(!hw.simulated);
+        assert_eq!(
+            hw.gpus,
+            [GpuFacts {
+                index: 0,
+                uuid: "GPU-a00daf1f-6e35-3a97-0e7c-846edbc9f780".into(),
+                name: "NVIDIA H100 80GB HBM3".into(),
+                pci_bus_id: Some("00000000:00:06.0".into()),
+            }]
+        );
+
+        // No NVML, no probe, or the sim's GPUs: nothing claimed about real hardware.
+        let absent = crate::gpu::GpuFacts {
+            inventory: Err(crate::gpu::GpuError::Unavailable {
+                reason: "libnvidia-ml.so.1 not found".into(),
+            }),
+            boot_time: None,
+        };
+        assert_eq!(host_hardware(Some(&absent)), None);
+        assert_eq!(host_hardware(None), None);
+        let sim = crate::gpu::GpuFacts {
+            inventory: Ok(crate::gpu::sim_inventory(2)),
+            boot_time: None,
+        };
+        assert_eq!(host_hardware(Some(&sim)), None);
+    }
+
     #[test]
     fn redaction_reaches_nested_strings() {
         let v = serde_json::json!({"a": ["/tmp/cdih-x/support/nvidia-smi"], "b": {"c": "/tmp/cdih-x"}, "n": 1});
@@ -1047,6 +1281,23 @@ mod tests {
             gpus.iter().all(|g| g.name == "NVIDIA A100-SXM4-80GB"),
             "{gpus:?}"
         );
+    }
+
+    #[test]
+    fn only_a_local_socket_lets_the_spec_files_be_read_here() {
+        let at = |uri: &str| Endpoint {
+            uri: uri.into(),
+            source: "test".into(),
+        };
+        assert_eq!(remote_reason(&at("unix:///var/run/docker.sock")), None);
+        for uri in [
+            "tcp://gpu-box:2376",
+            "ssh://me@gpu-box",
+            "http://10.0.0.1:2375",
+        ] {
+            let why = remote_reason(&at(uri)).expect("remote");
+            assert!(why.contains(uri) && why.contains("remote"), "{why}");
+        }
     }
 
     #[test]

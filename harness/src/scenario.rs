@@ -3,10 +3,11 @@
 //! A scenario is a TOML file in `scenarios/`. Its `[machine]` table is written with
 //! NixOS option paths as keys so that Nix can import the very same file with
 //! `builtins.fromTOML` as a NixOS module; the harness reads from it only the facts it
-//! needs ([`MachineFacts`]). Everything else in the file is the harness's own and is
-//! parsed strictly: an unknown key, a wrong type, an invalid CDI device name or image
-//! reference is rejected with the file, the key and the reason, so a typo can never
-//! silently turn a check off.
+//! needs ([`MachineFacts`]); a value in its `[machine.force]` table is applied with
+//! `lib.mkForce` and is the effective one. Everything else in the file is the harness's
+//! own and is parsed strictly: an unknown key, a wrong type, an invalid CDI device name
+//! or image reference is rejected with the file, the key and the reason, so a typo can
+//! never silently turn a check off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cdi::QualifiedName;
+use crate::check_id::CheckId;
+use crate::outcome::Cause;
 
 /// The error text of `docker run --gpus all` on an engine without an NVIDIA runtime
 /// hook, verbatim (measured on engines 20.10, 26.1 and 28.5).
@@ -107,18 +110,27 @@ pub struct RunSpec {
     pub error_contains: Option<String>,
     /// For a success: the output must contain each of these.
     pub stdout_contains: Vec<String>,
+    /// For a failure: the cause the engine's error must have (classified as
+    /// [`crate::hints::classify`] does), when declared.
+    pub cause: Option<Cause>,
     /// Why this is expected: shown when the expectation no longer holds.
     pub why: Option<String>,
 }
 
 /// A check that must fail on the `sim` backend because the scenario models a broken
-/// machine, and what its message must say. On `host` the check reports what is there.
+/// machine, and how to recognise that failure. On `host` the check reports what is
+/// there, and `cdi-harness report judge` applies the same rules to the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpectedFailure {
     /// The check's name.
     pub check: String,
-    /// Each of these must appear in the check's message or fix hint.
+    /// The cause the failure must have, when declared: a failure with another cause
+    /// never counts.
+    pub cause: Option<Cause>,
+    /// Each of these must appear in the check's message (never its fix).
     pub message_contains: Vec<String>,
+    /// Each of these must appear in the check's fix.
+    pub fix_contains: Vec<String>,
 }
 
 /// How the `sim` backend lays out the specs before the engine starts.
@@ -250,7 +262,8 @@ pub struct Scenario {
     pub path: PathBuf,
     /// One paragraph: what machine this is and why it matters.
     pub description: String,
-    /// The `[machine]` table verbatim: a NixOS module for Nix.
+    /// The `[machine]` table verbatim: a NixOS module for Nix (its `[machine.force]`
+    /// table's values applied with `lib.mkForce`, see `nixos-tests/lib/machine-module.nix`).
     pub machine: toml::Table,
     /// What the harness reads from `machine`.
     pub facts: MachineFacts,
@@ -276,9 +289,14 @@ impl Scenario {
         self.expected_failures.iter().find(|f| f.check == check)
     }
 
-    /// The built-in check names this scenario has, plus its declared runs, in report order.
+    /// Every check of this scenario, in report order.
+    pub fn check_ids(&self) -> Vec<CheckId> {
+        crate::check_id::ids_for(self.gpus.count, self.runs.iter().map(|r| r.name.as_str()))
+    }
+
+    /// The names of [`Scenario::check_ids`], as reports and trials use them.
     pub fn check_names(&self) -> Vec<String> {
-        crate::checks::check_names(self)
+        self.check_ids().iter().map(CheckId::name).collect()
     }
 }
 
@@ -351,8 +369,9 @@ struct RawExpect {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawExpectedFailure {
     check: String,
-    #[serde(default)]
-    message_contains: Vec<String>,
+    cause: Option<String>,
+    message_contains: Option<Vec<String>>,
+    fix_contains: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +388,7 @@ struct RawRun {
     error_contains: Option<String>,
     #[serde(default)]
     stdout_contains: Vec<String>,
+    cause: Option<String>,
     why: Option<String>,
 }
 
@@ -561,7 +581,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 ),
             ));
         }
-        if crate::checks::is_builtin(&r.name) {
+        if crate::check_id::is_builtin(&r.name) {
             return Err(invalid(
                 &key("name"),
                 format!(
@@ -598,6 +618,25 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 "must name at least the program to run".into(),
             ));
         }
+        for (field, value) in [("error", &r.error), ("error-contains", &r.error_contains)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(
+                    &key(field),
+                    "is empty, and an empty text matches every error; give the engine's message (or a part of it)".into(),
+                ));
+            }
+        }
+        texts_not_empty(&r.stdout_contains, &key("stdout-contains"), false)
+            .map_err(|(k, reason)| invalid(&k, reason))?;
+        let cause =
+            parse_cause(r.cause.as_deref()).map_err(|reason| invalid(&key("cause"), reason))?;
+        if cause.is_some() && r.expect != Expectation::Failure {
+            return Err(invalid(
+                &key("cause"),
+                "only an expected failure has a cause; remove it or set expect = \"failure\""
+                    .into(),
+            ));
+        }
         match r.expect {
             Expectation::Failure if r.error.is_none() && r.error_contains.is_none() => {
                 return Err(invalid(
@@ -624,6 +663,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             error: r.error,
             error_contains: r.error_contains,
             stdout_contains: r.stdout_contains,
+            cause,
             why: r.why,
         });
     }
@@ -710,13 +750,71 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 format!("{:?} is declared twice", f.check),
             ));
         }
+        let key = |field: &str| format!("expect.fail[{i}].{field}");
+        let cause =
+            parse_cause(f.cause.as_deref()).map_err(|reason| invalid(&key("cause"), reason))?;
+        let given = (f.message_contains.is_some(), f.fix_contains.is_some());
+        let message_contains = f.message_contains.unwrap_or_default();
+        let fix_contains = f.fix_contains.unwrap_or_default();
+        for (field, texts, given) in [
+            ("message-contains", &message_contains, given.0),
+            ("fix-contains", &fix_contains, given.1),
+        ] {
+            texts_not_empty(texts, &key(field), given)
+                .map_err(|(k, reason)| invalid(&k, reason))?;
+        }
+        if cause.is_none() && message_contains.is_empty() {
+            return Err(invalid(
+                &key("cause"),
+                "a declared failure must say how to recognise it: set `cause` (e.g. \"spec-missing\") or `message-contains`, or both; otherwise any failure would count".into(),
+            ));
+        }
         failures.push(ExpectedFailure {
             check: f.check,
-            message_contains: f.message_contains,
+            cause,
+            message_contains,
+            fix_contains,
         });
     }
     scenario.expected_failures = failures;
     Ok(scenario)
+}
+
+/// Declared texts must each say something: an empty text (or, where the key is given,
+/// an empty list) would match every failure and make the declaration meaningless.
+fn texts_not_empty(texts: &[String], key: &str, given: bool) -> Result<(), (String, String)> {
+    if given && texts.is_empty() {
+        return Err((
+            key.to_string(),
+            "is an empty list, which matches every failure; name at least one text, or remove the key".into(),
+        ));
+    }
+    for (j, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            return Err((
+                format!("{key}[{j}]"),
+                "is empty, and an empty text matches every failure; give a text the check must print".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A declared cause by its scenario-file name.
+fn parse_cause(name: Option<&str>) -> Result<Option<Cause>, String> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    Cause::parse(name).map(Some).ok_or_else(|| {
+        format!(
+            "{name:?} is not a cause the harness knows; use one of: {}",
+            Cause::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 fn parse_device(s: &str) -> Result<QualifiedName, String> {
@@ -808,112 +906,202 @@ pub fn validate_image(image: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `[machine]` table as NixOS merges it: the table itself and its `[machine.force]`
+/// table, whose leaves NixOS applies with `lib.mkForce`
+/// (`nixos-tests/lib/machine-module.nix`) and which therefore win over the same option set at normal priority (the scenario's
+/// own or a NixOS module's). A forced leaf replaces; tables merge key by key, so forcing
+/// `features.cdi` leaves the other `features` keys as they are.
+struct MachineView<'a> {
+    plain: &'a toml::Table,
+    force: Option<&'a toml::Table>,
+}
+
+/// Where forced values live in `[machine]`.
+const FORCE_KEY: &str = "force";
+
+impl<'a> MachineView<'a> {
+    fn new(machine: &'a toml::Table) -> Result<Self, (String, String)> {
+        let force = match machine.get(FORCE_KEY) {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(t),
+            Some(other) => {
+                return Err((
+                    format!("machine.{FORCE_KEY}"),
+                    format!(
+                        "must be a table of NixOS options whose values are forced (lib.mkForce), found {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        Ok(MachineView {
+            plain: machine,
+            force,
+        })
+    }
+
+    /// The effective value at an option path: the forced one merged over the plain one.
+    /// Both are walked (plain first), so a non-table on either path is an error naming it.
+    fn get(&self, path: &[&str]) -> Result<Option<toml::Value>, (String, String)> {
+        let plain = walk(self.plain, path, "machine")?;
+        let forced = match self.force {
+            Some(f) => walk(f, path, &format!("machine.{FORCE_KEY}"))?,
+            None => None,
+        };
+        Ok(match (plain, forced) {
+            (p, None) => p.cloned(),
+            (None, Some(f)) => Some(f.clone()),
+            (Some(p), Some(f)) => Some(merge_forced(p, f)),
+        })
+    }
+
+    /// The key a problem with the value at `path` is reported under: in `[machine.force]`
+    /// when the value is forced there, else in `[machine]`.
+    fn key(&self, path: &[&str]) -> String {
+        let forced = self
+            .force
+            .is_some_and(|f| walk(f, path, "").ok().flatten().is_some());
+        if forced {
+            format!("machine.{FORCE_KEY}.{}", path.join("."))
+        } else {
+            format!("machine.{}", path.join("."))
+        }
+    }
+
+    fn get_bool(&self, path: &[&str]) -> Result<Option<bool>, (String, String)> {
+        match self.get(path)? {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(b)),
+            Some(other) => Err((
+                self.key(path),
+                format!("must be true or false, found {}", other.type_str()),
+            )),
+        }
+    }
+}
+
+/// `forced` over `plain` as the module system merges a `lib.mkForce`d leaf: tables merge
+/// key by key, anything else is replaced.
+fn merge_forced(plain: &toml::Value, forced: &toml::Value) -> toml::Value {
+    match (plain, forced) {
+        (toml::Value::Table(p), toml::Value::Table(f)) => {
+            let mut out = p.clone();
+            for (k, fv) in f {
+                let merged = match p.get(k) {
+                    Some(pv) => merge_forced(pv, fv),
+                    None => fv.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            toml::Value::Table(out)
+        }
+        _ => forced.clone(),
+    }
+}
+
 /// Reads the facts the harness needs from the NixOS configuration, checking the type
-/// of every option it reads. Returns (key path, reason) on a bad value.
+/// of every option it reads. Returns (key path, reason) on a bad value. A value in
+/// `[machine.force]` is the effective one ([`MachineView`]).
 fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)> {
+    let m = MachineView::new(machine)?;
     let mut facts = MachineFacts {
         device_name_strategy: "index".to_string(),
         ..MachineFacts::default()
     };
-    facts.docker_enabled =
-        get_bool(machine, &["virtualisation", "docker", "enable"])?.unwrap_or(false);
-    facts.rootless_enabled =
-        get_bool(machine, &["virtualisation", "docker", "rootless", "enable"])?.unwrap_or(false);
-    facts.rootless_default = get_bool(
-        machine,
-        &["virtualisation", "docker", "rootless", "setSocketVariable"],
-    )?
-    .unwrap_or(false);
+    facts.docker_enabled = m
+        .get_bool(&["virtualisation", "docker", "enable"])?
+        .unwrap_or(false);
+    facts.rootless_enabled = m
+        .get_bool(&["virtualisation", "docker", "rootless", "enable"])?
+        .unwrap_or(false);
+    let socket_variable = ["virtualisation", "docker", "rootless", "setSocketVariable"];
+    facts.rootless_default = m.get_bool(&socket_variable)?.unwrap_or(false);
     if facts.rootless_default && !facts.rootless_enabled {
         return Err((
-            "machine.virtualisation.docker.rootless.setSocketVariable".into(),
+            m.key(&socket_variable),
             "is true but rootless.enable is not: there is no rootless engine to point at".into(),
         ));
     }
-    get_bool(machine, &["virtualisation", "docker", "enableOnBoot"])?;
-    facts.toolkit_enabled =
-        get_bool(machine, &["hardware", "nvidia-container-toolkit", "enable"])?.unwrap_or(false);
-    get_bool(
-        machine,
-        &[
-            "hardware",
-            "nvidia-container-toolkit",
-            "suppressNvidiaDriverAssertion",
-        ],
-    )?;
-    if let Some(v) = get(
-        machine,
-        &[
-            "hardware",
-            "nvidia-container-toolkit",
-            "device-name-strategy",
-        ],
-    )? {
+    m.get_bool(&["virtualisation", "docker", "enableOnBoot"])?;
+    facts.toolkit_enabled = m
+        .get_bool(&["hardware", "nvidia-container-toolkit", "enable"])?
+        .unwrap_or(false);
+    m.get_bool(&[
+        "hardware",
+        "nvidia-container-toolkit",
+        "suppressNvidiaDriverAssertion",
+    ])?;
+    let strategy = [
+        "hardware",
+        "nvidia-container-toolkit",
+        "device-name-strategy",
+    ];
+    if let Some(v) = m.get(&strategy)? {
         let s = v.as_str().ok_or_else(|| {
             (
-                "machine.hardware.nvidia-container-toolkit.device-name-strategy".to_string(),
+                m.key(&strategy),
                 format!("must be a string, found {}", v.type_str()),
             )
         })?;
         if !["index", "uuid", "type-index"].contains(&s) {
             return Err((
-                "machine.hardware.nvidia-container-toolkit.device-name-strategy".into(),
+                m.key(&strategy),
                 format!("{s:?} is not one of \"index\", \"uuid\", \"type-index\""),
             ));
         }
         facts.device_name_strategy = s.to_string();
     }
-    facts.enable_nvidia =
-        get_bool(machine, &["virtualisation", "docker", "enableNvidia"])?.unwrap_or(false);
+    facts.enable_nvidia = m
+        .get_bool(&["virtualisation", "docker", "enableNvidia"])?
+        .unwrap_or(false);
     let settings = ["virtualisation", "docker", "daemon", "settings"];
-    if let Some(v) = get(machine, &[&settings[..], &["runtimes"]].concat())? {
+    let runtimes = [&settings[..], &["runtimes"]].concat();
+    if let Some(v) = m.get(&runtimes)? {
         let table = v.as_table().ok_or_else(|| {
             (
-                "machine.virtualisation.docker.daemon.settings.runtimes".to_string(),
+                m.key(&runtimes),
                 format!("must be a table of runtimes, found {}", v.type_str()),
             )
         })?;
         for (name, rt) in table {
-            let json = serde_json::to_value(rt).map_err(|e| {
-                (
-                    format!("machine.virtualisation.docker.daemon.settings.runtimes.{name}"),
-                    e.to_string(),
-                )
-            })?;
+            let key = || m.key(&[&runtimes[..], &[name.as_str()]].concat());
+            let json = serde_json::to_value(rt).map_err(|e| (key(), e.to_string()))?;
             if json.get("path").and_then(|p| p.as_str()).is_none() {
                 return Err((
-                    format!("machine.virtualisation.docker.daemon.settings.runtimes.{name}"),
+                    key(),
                     "a runtime needs a string `path` (as dockerd's daemon.json does)".into(),
                 ));
             }
             facts.manual_runtimes.insert(name.clone(), json);
         }
     }
-    if let Some(v) = get(machine, &[&settings[..], &["default-runtime"]].concat())? {
+    let default_runtime = [&settings[..], &["default-runtime"]].concat();
+    if let Some(v) = m.get(&default_runtime)? {
         facts.default_runtime = Some(
             v.as_str()
                 .ok_or_else(|| {
                     (
-                        "machine.virtualisation.docker.daemon.settings.default-runtime".to_string(),
+                        m.key(&default_runtime),
                         format!("must be a string, found {}", v.type_str()),
                     )
                 })?
                 .to_string(),
         );
     }
-    facts.cdi_feature = get_bool(machine, &[&settings[..], &["features", "cdi"]].concat())?;
-    if let Some(v) = get(machine, &["users", "extraGroups", "docker", "members"])? {
+    facts.cdi_feature = m.get_bool(&[&settings[..], &["features", "cdi"]].concat())?;
+    let members = ["users", "extraGroups", "docker", "members"];
+    if let Some(v) = m.get(&members)? {
         let list = v.as_array().ok_or_else(|| {
             (
-                "machine.users.extraGroups.docker.members".to_string(),
+                m.key(&members),
                 format!("must be a list of user names, found {}", v.type_str()),
             )
         })?;
-        for (i, m) in list.iter().enumerate() {
-            let s = m.as_str().ok_or_else(|| {
+        for (i, member) in list.iter().enumerate() {
+            let s = member.as_str().ok_or_else(|| {
                 (
-                    format!("machine.users.extraGroups.docker.members[{i}]"),
-                    format!("must be a user name string, found {}", m.type_str()),
+                    format!("{}[{i}]", m.key(&members)),
+                    format!("must be a user name string, found {}", member.type_str()),
                 )
             })?;
             facts.docker_group_members.push(s.to_string());
@@ -922,9 +1110,12 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
     Ok(facts)
 }
 
-fn get<'a>(
+/// The value at `path` in `table`, if any; an intermediate value that is not a table is
+/// an error naming its key under `prefix`.
+fn walk<'a>(
     table: &'a toml::Table,
     path: &[&str],
+    prefix: &str,
 ) -> Result<Option<&'a toml::Value>, (String, String)> {
     let mut cur = table;
     for (i, key) in path.iter().enumerate() {
@@ -934,7 +1125,7 @@ fn get<'a>(
             Some(toml::Value::Table(t)) => cur = t,
             Some(other) => {
                 return Err((
-                    format!("machine.{}", path[..=i].join(".")),
+                    format!("{prefix}.{}", path[..=i].join(".")),
                     format!(
                         "must be a table (it holds option {}), found {}",
                         path[i + 1],
@@ -945,17 +1136,6 @@ fn get<'a>(
         }
     }
     Ok(None)
-}
-
-fn get_bool(table: &toml::Table, path: &[&str]) -> Result<Option<bool>, (String, String)> {
-    match get(table, path)? {
-        None => Ok(None),
-        Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-        Some(other) => Err((
-            format!("machine.{}", path.join(".")),
-            format!("must be true or false, found {}", other.type_str()),
-        )),
-    }
 }
 
 #[cfg(test)]
@@ -1042,6 +1222,14 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
     #[case::failure_without_error(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", ""), "run[0].error")]
     #[case::builtin_name(SEED.replace("name = \"gpus_flag\"", "name = \"device_all\""), "run[0].name")]
     #[case::unknown_expected_failure(format!("{SEED}\n[[expect.fail]]\ncheck = \"nope\"\n"), "expect.fail[0].check")]
+    #[case::expectation_empty_list(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\nmessage-contains = []\n"), "`expect.fail[0].message-contains`: is an empty list")]
+    #[case::expectation_empty_text(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\nmessage-contains = [\"x\", \"\"]\n"), "`expect.fail[0].message-contains[1]`: is empty")]
+    #[case::expectation_empty_fix_text(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\ncause = \"spec-missing\"\nfix-contains = [\" \"]\n"), "`expect.fail[0].fix-contains[0]`")]
+    #[case::expectation_matching_anything(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\n"), "`expect.fail[0].cause`: a declared failure must say how to recognise it")]
+    #[case::expectation_unknown_cause(format!("{SEED}\n[[expect.fail]]\ncheck = \"spec_present\"\ncause = \"gone\"\n"), "\"gone\" is not a cause the harness knows; use one of: spec-missing")]
+    #[case::run_empty_error_contains(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", "error-contains = ''"), "`run[0].error-contains`: is empty")]
+    #[case::run_empty_error(SEED.replace("error = 'could not select device driver \"\" with capabilities: [[gpu]]'", "error = ''"), "`run[0].error`: is empty")]
+    #[case::run_unknown_cause(SEED.replace("error = 'could not select", "cause = \"nope\"\nerror = 'could not select"), "`run[0].cause`")]
     #[case::bad_pci(SEED.replace("count = 1", "count = 1\npci = [\"01:00\"]"), "gpus.pci[0]")]
     #[case::socket_without_rootless(SEED.replace("rootless = { enable = true, setSocketVariable = false }", "rootless = { enable = false, setSocketVariable = true }"), "setSocketVariable")]
     #[case::unknown_fault(format!("{SEED}\n[sim]\nfault = \"broken-driver\"\n"), "`sim.fault`: \"broken-driver\" is not a known fault")]
@@ -1139,6 +1327,67 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
             v["expectedDevices"],
             serde_json::json!(["nvidia.com/gpu=0", "nvidia.com/gpu=all"])
         );
+    }
+
+    const CDI_FORCED_OFF: &str =
+        "\n[machine.force.virtualisation.docker.daemon.settings.features]\ncdi = false\n";
+
+    #[test]
+    fn a_forced_value_is_the_effective_one() {
+        let s = parse_seed(&format!("{SEED}{CDI_FORCED_OFF}")).expect("parses");
+        assert_eq!(s.facts.cdi_feature, Some(false));
+        assert!(!s.facts.cdi_enabled());
+        // It wins over the same option set plainly, as lib.mkForce does.
+        let both = format!(
+            "{SEED}\n[machine.virtualisation.docker.daemon.settings.features]\ncdi = true\n{CDI_FORCED_OFF}"
+        );
+        assert_eq!(
+            parse_seed(&both).expect("parses").facts.cdi_feature,
+            Some(false)
+        );
+        let v = parse_seed(&format!("{SEED}{CDI_FORCED_OFF}"))
+            .expect("parses")
+            .export_json();
+        assert_eq!(v["facts"]["cdiEnabled"], false);
+        assert_eq!(
+            v["machine"]["force"]["virtualisation"]["docker"]["daemon"]["settings"]["features"]["cdi"],
+            false
+        );
+    }
+
+    #[test]
+    fn forced_leaves_merge_into_plain_tables() {
+        let text = format!(
+            "{SEED}\n[machine.virtualisation.docker.daemon.settings.runtimes.nvidia]\npath = \"nvidia-container-runtime\"\n\
+             [machine.force.virtualisation.docker.daemon.settings.runtimes.nvidia]\nargs = [\"--debug\"]\n"
+        );
+        let s = parse_seed(&text).expect("parses");
+        assert_eq!(
+            s.facts.manual_runtimes["nvidia"],
+            serde_json::json!({ "path": "nvidia-container-runtime", "args": ["--debug"] })
+        );
+    }
+
+    #[rstest]
+    #[case::force_not_a_table("[machine]\nforce = 1\n", "machine.force")]
+    #[case::forced_wrong_type(
+        "[machine.force.virtualisation.docker]\nenable = \"yes\"\n",
+        "machine.force.virtualisation.docker.enable"
+    )]
+    #[case::forced_runtime_without_path(
+        "[machine.force.virtualisation.docker.daemon.settings.runtimes.nvidia]\nargs = []\n",
+        "machine.force.virtualisation.docker.daemon.settings.runtimes.nvidia"
+    )]
+    #[case::forced_intermediate_not_a_table(
+        "[machine.force.virtualisation]\ndocker = 3\n",
+        "machine.force.virtualisation.docker"
+    )]
+    fn bad_forced_values_name_the_force_key(#[case] extra: &str, #[case] key: &str) {
+        let text = format!("description = \"d\"\n[gpus]\ncount = 1\n{}", extra);
+        match parse_seed(&text).expect_err("rejected") {
+            ScenarioError::Invalid { key: k, .. } => assert_eq!(k, key),
+            other => panic!("not an Invalid error: {other}"),
+        }
     }
 
     #[test]

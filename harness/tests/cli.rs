@@ -229,7 +229,7 @@ mod recorded_on_h100 {
     #[test]
     fn real_nvidia_smi_list_parses_to_the_gpu() {
         let text = std::fs::read_to_string(h100("nvidia-smi-L.txt")).expect("fixture");
-        let gpus = cdi_harness::checks::parse_nvidia_smi_list(&text);
+        let gpus = cdi_harness::smi::parse_nvidia_smi_list(&text);
         assert_eq!(gpus.len(), 1);
         assert_eq!(gpus[0].index, 0);
         assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
@@ -237,7 +237,7 @@ mod recorded_on_h100 {
         // The plain table lists no UUIDs: nothing in it may be mistaken for a GPU line.
         let table = std::fs::read_to_string(h100("nvidia-smi.txt")).expect("fixture");
         assert!(table.contains("NVIDIA-SMI 580.159.04"));
-        assert!(cdi_harness::checks::parse_nvidia_smi_list(&table).is_empty());
+        assert!(cdi_harness::smi::parse_nvidia_smi_list(&table).is_empty());
     }
 
     #[test]
@@ -287,7 +287,7 @@ mod recorded_nvml_on_h100 {
     fn the_real_listing_inside_containers_matches_nvml() {
         let inv = inventory();
         let listing = std::fs::read_to_string(nvml("nvidia-smi-L.txt")).expect("fixture");
-        let ran = || {
+        let ran = || -> Result<RunOutcome, String> {
             Ok(RunOutcome::Exited {
                 exit_code: 0,
                 stdout: listing.clone(),
@@ -302,7 +302,7 @@ mod recorded_nvml_on_h100 {
         assert_eq!(v.status, Status::Pass, "{}", v.message);
         // Another machine's GPU in the container is caught.
         let other = std::fs::read_to_string(h100_first("nvidia-smi-L.txt")).expect("fixture");
-        let wrong = BTreeMap::from([(
+        let wrong: BTreeMap<String, Result<RunOutcome, String>> = BTreeMap::from([(
             "device_all".to_string(),
             Ok(RunOutcome::Exited {
                 exit_code: 0,
@@ -331,5 +331,121 @@ mod recorded_nvml_on_h100 {
                 .expect(check);
             assert_eq!(r.status, Status::Pass, "{r:?}");
         }
+    }
+}
+
+mod judge {
+    use super::*;
+    use cdi_harness::outcome::{
+        BackendKind, Cause, CheckResult, REPORT_SCHEMA_VERSION, RunReport, Status,
+    };
+
+    fn scenarios() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+    }
+
+    fn result(check: &str, status: Status, message: &str, cause: Option<Cause>) -> CheckResult {
+        CheckResult {
+            scenario: "spec-missing".into(),
+            check: check.into(),
+            status,
+            message: message.into(),
+            fix: Some("sudo systemctl restart nvidia-container-toolkit-cdi-generator && sudo systemctl restart docker".into()),
+            cause,
+            evidence: None,
+            duration: std::time::Duration::ZERO,
+            backend: BackendKind::Host,
+            simulated: false,
+        }
+    }
+
+    /// A host run of the spec-missing machine: every declared check failed as the
+    /// harness fails it there (the host backend applies no expectation itself).
+    fn host_report() -> RunReport {
+        let scenario =
+            cdi_harness::scenario::load(&scenarios().join("spec-missing.toml")).expect("scenario");
+        let mut results = Vec::new();
+        for f in &scenario.expected_failures {
+            let message = format!(
+                "{} (there is no nvidia-container-toolkit.json in the spec directories)",
+                f.message_contains.join(" ")
+            );
+            results.push(result(&f.check, Status::Fail, &message, f.cause));
+        }
+        results.push(result(
+            "no_leftovers",
+            Status::Pass,
+            "no container of this run is left",
+            None,
+        ));
+        RunReport {
+            schema_version: REPORT_SCHEMA_VERSION,
+            backend: BackendKind::Host,
+            simulated: false,
+            started_at: "2026-11-30T00:00:00Z".into(),
+            duration: std::time::Duration::ZERO,
+            engines: Default::default(),
+            results,
+            flake_inputs: None,
+            specs: Default::default(),
+            interrupted: false,
+        }
+    }
+
+    fn judge(report: &RunReport) -> Output {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("report.json");
+        cdi_harness::report::write_json(report, &path).expect("write");
+        bin()
+            .args(["report", "judge"])
+            .arg(&path)
+            .arg("--scenario")
+            .arg(scenarios().join("spec-missing.toml"))
+            .env_remove("CI")
+            .output()
+            .expect("run")
+    }
+
+    #[test]
+    fn declared_failures_of_a_host_run_are_xfail() {
+        let out = judge(&host_report());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            text(&out).contains("failed as declared (xfail)"),
+            "{}",
+            text(&out)
+        );
+    }
+
+    #[test]
+    fn a_failure_for_another_cause_a_skip_and_a_missing_check_are_problems() {
+        let mut r = host_report();
+        r.results[0].cause = Some(Cause::PermissionDenied);
+        r.results[1].status = Status::Skip;
+        let gone = r.results.remove(2).check;
+        r.results
+            .push(result("device_all_extra", Status::Fail, "unexpected", None));
+        let out = judge(&r);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("not the declared spec-missing"), "{t}");
+        assert!(t.contains("was skipped"), "{t}");
+        assert!(
+            t.contains(&format!("spec-missing::{gone}: the scenario declares")),
+            "{t}"
+        );
+        assert!(
+            t.contains("spec-missing::device_all_extra: unexpected"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_report_is_not_judged() {
+        let mut r = host_report();
+        r.interrupted = true;
+        let out = judge(&r);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("cut short"), "{}", text(&out));
     }
 }

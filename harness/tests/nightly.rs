@@ -89,7 +89,14 @@ case "$1 $2" in
     rev=$(cat "{d}/next-rev")
     sed -i "s/\"rev\": \"[0-9a-f]*\"/\"rev\": \"$rev\"/" flake.lock ;;
   "flake show") cat "{d}/show.json" ;;
-  "build --no-link") : ;;
+  "build --no-link")
+    [ -f "{d}/interrupt-build" ] && kill -TERM $$
+    [ -f "{d}/fail-build" ] && {{
+      for i in $(seq 1 60); do echo "building step $i" >&2; done
+      echo "error: builder for '/nix/store/x-cdi-harness.drv' failed with exit code 2" >&2
+      exit 1
+    }}
+    : ;;
   *) echo "unexpected nix call: $*" >&2; exit 4 ;;
 esac
 "#
@@ -135,7 +142,7 @@ fn diff_of_a_regression_exits_1_and_names_the_check_input_and_spec_change() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
         t.contains(
-            "1 regressed, 1 now skipped, 0 still failing, 0 fixed, 0 new, 0 gone, 14 unchanged"
+            "1 regressed, 1 now skipped, 0 gone, 0 expectation changed, 0 still failing, 0 fixed, 0 new, 14 unchanged"
         ),
         "{t}"
     );
@@ -220,6 +227,97 @@ fn recorded_reports_read_back_with_their_optional_fields() {
     );
 }
 
+/// A copy of a recorded report with `edit` applied, written to `dir/name`.
+fn edited(dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports("base.json")).unwrap()).unwrap();
+    edit(&mut v);
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    path
+}
+
+fn diff_cli(old: &Path, new: &Path, extra: &[&str]) -> Output {
+    bin()
+        .args(["report", "diff"])
+        .args(extra)
+        .arg(old)
+        .arg(new)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn diff_blocks_on_a_skip_or_a_vanished_check_unless_skips_are_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let skipped = edited(dir.path(), "skipped.json", |v| {
+        v["results"][1]["status"] = "skip".into();
+        v["results"][1]["message"] = "skipped: the engine is too old".into();
+    });
+    let vanished = edited(dir.path(), "vanished.json", |v| {
+        v["results"].as_array_mut().unwrap().remove(2);
+    });
+    let base = reports("base.json");
+    for (new, key) in [(&skipped, "[pass → skip]"), (&vanished, "[pass → -]")] {
+        let out = diff_cli(&base, new, &[]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        assert!(t.contains("0 regressed"), "{t}");
+        assert!(
+            t.contains("needs attention (1, blocks acceptance; pass --allow-skips to accept):"),
+            "{t}"
+        );
+        assert!(t.contains(key), "{t}");
+
+        let out = diff_cli(&base, new, &["--allow-skips"]);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{t}");
+        assert!(
+            t.contains("needs attention (1, accepted with --allow-skips):"),
+            "{t}"
+        );
+    }
+    let out = diff_cli(&base, &skipped, &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["blocked"], true);
+    assert_eq!(v["allow_skips"], false);
+    assert_eq!(v["needs_attention"].as_array().unwrap().len(), 1);
+    assert_eq!(v["regressions"].as_array().unwrap().len(), 0);
+    // A regression blocks even with --allow-skips.
+    let out = diff_cli(&base, &reports("regressed.json"), &["--allow-skips"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn diff_refuses_an_interrupted_report_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = edited(dir.path(), "cut.json", |v| {
+        v["schema_version"] = 2.into();
+        v["interrupted"] = true.into();
+        v["results"].as_array_mut().unwrap().truncate(1);
+    });
+    let out = diff_cli(&reports("base.json"), &cut, &["--allow-skips"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(&format!(
+            "error: cannot judge: {} (started 2025-06-01T02:00:00Z, 1 results) was interrupted",
+            cut.display()
+        )),
+        "{t}"
+    );
+    assert!(out.stdout.is_empty(), "no verdict is printed: {t}");
+    // As the old report too.
+    let out = diff_cli(&cut, &reports("base.json"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&cut.display().to_string()),
+        "{}",
+        text(&out)
+    );
+}
+
 // ---- nightly without an engine (no scenarios): Nix calls and crash safety ----
 
 fn options(f: &FakeFlake) -> NightlyOptions {
@@ -229,6 +327,7 @@ fn options(f: &FakeFlake) -> NightlyOptions {
         nix: f.nix(),
         build: true,
         keep: 30,
+        allow_skips: false,
         notify: None,
         scenarios: Vec::new(),
         run: RunOptions::new(BackendKind::Sim, f.dir.path().join("snapshots")),
@@ -376,6 +475,286 @@ fn an_interrupted_night_never_corrupts_last_good_history_or_lock() {
     assert_eq!(history::load(&f.state()).unwrap().nights.len(), 2);
 }
 
+/// A report with one passing check, as a previous night's last good report.
+fn baseline_with(state: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    std::fs::create_dir_all(state).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports("base.json")).unwrap()).unwrap();
+    v["results"].as_array_mut().unwrap().truncate(1);
+    edit(&mut v);
+    std::fs::write(
+        state.join(nightly::LAST_GOOD_FILE),
+        serde_json::to_vec_pretty(&v).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_vanished_check_keeps_the_lock_unless_skips_are_allowed() {
+    let f = FakeFlake::new();
+    // The last good night ran seed::machine_config; tonight runs nothing.
+    baseline_with(&f.state(), |_| {});
+    f.next_rev(&"b".repeat(40));
+    let o = rt().block_on(nightly::run(&options(&f))).unwrap();
+    assert_eq!(o.verdict, Verdict::NeedsAttention);
+    assert_eq!(o.verdict.exit_code(), 1);
+    assert!(o.regressions.is_empty());
+    assert_eq!(o.attention, ["seed::machine_config"]);
+    assert!(!o.lock_applied);
+    assert_eq!(f.lock_rev(), REV_A);
+    assert!(o.summary.contains("NEEDS-ATTENTION"), "{}", o.summary);
+    assert!(
+        o.summary
+            .contains("rerun with --allow-skips to accept them"),
+        "{}",
+        o.summary
+    );
+    assert!(
+        o.summary
+            .contains("  seed::machine_config: not in tonight's report"),
+        "{}",
+        o.summary
+    );
+    let hist = history::load(&f.state()).unwrap();
+    assert_eq!(hist.nights[0].verdict, Verdict::NeedsAttention);
+    assert_eq!(hist.nights[0].attention, ["seed::machine_config"]);
+
+    let mut opts = options(&f);
+    opts.allow_skips = true;
+    let o = rt().block_on(nightly::run(&opts)).unwrap();
+    assert_eq!(o.verdict, Verdict::Accepted);
+    assert_eq!(o.attention, ["seed::machine_config"], "listed, accepted");
+    assert!(
+        o.summary.contains("accepted with --allow-skips"),
+        "{}",
+        o.summary
+    );
+    assert_eq!(f.lock_rev(), "b".repeat(40));
+}
+
+#[test]
+fn interrupted_reports_give_no_verdict_and_change_nothing() {
+    let f = FakeFlake::new();
+    f.next_rev(&"b".repeat(40));
+    // The baseline was cut short.
+    baseline_with(&f.state(), |v| v["interrupted"] = true.into());
+    let err = rt().block_on(nightly::run(&options(&f))).unwrap_err();
+    assert!(matches!(err, NightlyError::Incomplete(_)), "{err:?}");
+    let last_good = f.state().join(nightly::LAST_GOOD_FILE);
+    assert!(
+        err.to_string().contains(&format!(
+            "{} (started 2025-06-01T02:00:00Z, 1 results) was interrupted",
+            last_good.display()
+        )),
+        "{err}"
+    );
+    // Tonight's run is cut short (no baseline).
+    std::fs::remove_file(&last_good).unwrap();
+    let opts = options(&f);
+    opts.run.cancel.cancel();
+    let err = rt().block_on(nightly::run(&opts)).unwrap_err();
+    assert!(err.to_string().contains("tonight's run (started"), "{err}");
+    assert_eq!(f.lock_rev(), REV_A);
+    assert!(!last_good.exists());
+    assert!(history::load(&f.state()).unwrap().nights.is_empty());
+}
+
+#[test]
+fn a_build_stopped_by_a_signal_is_no_verdict_and_not_a_failed_night() {
+    let f = FakeFlake::new();
+    std::fs::write(
+        f.dir.path().join("show.json"),
+        r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("interrupt-build"), "").unwrap();
+    f.next_rev(&"b".repeat(40));
+    let err = rt().block_on(nightly::run(&options(&f))).unwrap_err();
+    assert!(
+        matches!(&err, NightlyError::BuildInterrupted { command } if command.starts_with("nix build")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nothing recorded"), "{err}");
+    assert!(history::load(&f.state()).unwrap().nights.is_empty());
+    assert_eq!(f.lock_rev(), REV_A);
+}
+
+#[test]
+fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
+    let f = FakeFlake::new();
+    std::fs::write(
+        f.dir.path().join("show.json"),
+        r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(f.dir.path().join("fail-build"), "").unwrap();
+    f.next_rev(&"b".repeat(40));
+    let notified = f.dir.path().join("notified");
+    let out = bin()
+        .arg("nightly")
+        .arg("--flake")
+        .arg(f.flake())
+        .arg("--state-dir")
+        .arg(f.state())
+        .args(["--backend", "sim", "--quiet"])
+        .arg("--scenario")
+        .arg(repo().join("scenarios/seed.toml"))
+        .arg("--nix")
+        .arg(f.nix())
+        .arg("--notify")
+        .arg(format!(
+            "echo \"$CDI_HARNESS_VERDICT ${{CDI_HARNESS_REPORT:-no report}}\" > {}",
+            notified.display()
+        ))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("BUILD-FAILED"), "{t}");
+    assert!(t.contains("failed with exit status 1; no check ran"), "{t}");
+    assert!(
+        t.contains("  | error: builder for '/nix/store/x-cdi-harness.drv' failed with exit code 2"),
+        "{t}"
+    );
+    assert!(
+        t.contains("nix flake lock --override-input nixpkgs github:NixOS/nixpkgs/"),
+        "{t}"
+    );
+    assert_eq!(f.lock_rev(), REV_A, "the lock is kept");
+    assert!(!f.state().join(nightly::LAST_GOOD_FILE).exists());
+    assert_eq!(
+        std::fs::read_to_string(&notified).unwrap(),
+        "build-failed no report\n"
+    );
+
+    let hist = history::load(&f.state()).unwrap();
+    assert_eq!(hist.nights.len(), 1);
+    let night = &hist.nights[0];
+    assert_eq!(night.verdict, Verdict::BuildFailed);
+    let b = night.build_failure.as_ref().unwrap();
+    assert!(
+        b.command.starts_with("nix build --no-link path:"),
+        "{}",
+        b.command
+    );
+    // Bounded: the last lines only.
+    assert_eq!(b.log_tail.lines().count(), flake::LOG_TAIL_LINES);
+    assert!(!b.log_tail.contains("building step 1\n"), "{}", b.log_tail);
+    assert!(b.log_tail.contains("building step 60"), "{}", b.log_tail);
+    let run_dir = f.state().join(nightly::RUNS_DIR).join(&night.id);
+    assert!(
+        std::fs::read_to_string(run_dir.join("build.log"))
+            .unwrap()
+            .contains("error: builder")
+    );
+    assert!(run_dir.join("flake.lock.updated").is_file());
+
+    let html = f.dir.path().join("history.html");
+    let out = bin()
+        .args(["report", "history", "--state-dir"])
+        .arg(f.state())
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("build-failed"), "{t}");
+    assert!(
+        t.contains("build failed (exit 1): error: builder for"),
+        "{t}"
+    );
+    assert!(t.contains("  | building step 60"), "{t}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("class=\"build-failed\""), "{page}");
+    assert!(
+        page.contains("error: builder for &#39;") || page.contains("error: builder for '"),
+        "{page}"
+    );
+}
+
+/// `nightly` on the host backend with an engine that is not there: every engine check
+/// fails the same way each night, deterministically and without an engine, so the
+/// verdict turns on the baseline only.
+fn unreachable_night(f: &FakeFlake, extra: &[&str]) -> Output {
+    bin()
+        .arg("nightly")
+        .arg("--flake")
+        .arg(f.flake())
+        .arg("--state-dir")
+        .arg(f.state())
+        .args(["--backend", "host", "--quiet", "--no-build"])
+        .arg("--scenario")
+        .arg(repo().join("scenarios/seed.toml"))
+        .arg("--nix")
+        .arg(f.nix())
+        .args(extra)
+        .env("DOCKER_HOST", "unix:///nonexistent/cdih-test.sock")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn nightly_cli_blocks_a_vanished_check_with_exit_1_unless_allow_skips() {
+    let f = FakeFlake::new();
+    f.next_rev(&"b".repeat(40));
+    // Night 1: no baseline, failures block.
+    let out = unreachable_night(&f, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Make a baseline of that night's report plus a passing check tonight will not run.
+    let hist = history::load(&f.state()).unwrap();
+    let first = f
+        .state()
+        .join(nightly::RUNS_DIR)
+        .join(&hist.nights[0].id)
+        .join("report.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&first).unwrap()).unwrap();
+    let mut ghost = v["results"][0].clone();
+    ghost["scenario"] = "ghost".into();
+    ghost["check"] = "device_all".into();
+    ghost["status"] = "pass".into();
+    v["results"].as_array_mut().unwrap().push(ghost);
+    std::fs::write(
+        f.state().join(nightly::LAST_GOOD_FILE),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+
+    // Night 2: the failures are known (still failing), the ghost check vanished.
+    let out = unreachable_night(&f, &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("NEEDS-ATTENTION (host backend)"), "{t}");
+    assert!(
+        t.contains("  ghost::device_all: not in tonight's report"),
+        "{t}"
+    );
+    assert!(t.contains("  ghost::device_all  [pass → -]  gone"), "{t}");
+    assert_eq!(f.lock_rev(), REV_A);
+
+    // Night 3: --allow-skips accepts it.
+    let out = unreachable_night(&f, &["--allow-skips"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("ACCEPTED (host backend)"), "{t}");
+    assert!(t.contains("accepted with --allow-skips"), "{t}");
+    assert_eq!(f.lock_rev(), "b".repeat(40));
+    let verdicts: Vec<Verdict> = history::load(&f.state())
+        .unwrap()
+        .nights
+        .iter()
+        .map(|n| n.verdict)
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Regressed,
+            Verdict::NeedsAttention,
+            Verdict::Accepted
+        ]
+    );
+}
+
 // ---- nightly end to end on sim ----
 
 fn sim_skip_reason() -> Option<String> {
@@ -501,8 +880,9 @@ fn nightly_on_sim_accepts_blocks_a_regression_and_recovers() {
     // Compared with the last good night (night 1), not the regressed one.
     assert!(
         // Every seed check unchanged, however many checks the seed scenario has.
-        t.contains("0 regressed, 0 now skipped, 0 still failing, 0 fixed, 0 new, 0 gone, ")
-            && !t.contains("gone, 0 unchanged"),
+        t.contains(
+            "0 regressed, 0 now skipped, 0 gone, 0 expectation changed, 0 still failing, 0 fixed, 0 new, "
+        ) && !t.contains("new, 0 unchanged"),
         "{t}"
     );
     assert_eq!(f.lock_rev(), d);
@@ -539,4 +919,51 @@ fn nightly_on_sim_accepts_blocks_a_regression_and_recovers() {
         2,
         "{t}"
     );
+}
+
+// ---- the schema document `report diff` users read ----
+
+#[test]
+fn report_schema_doc_lists_every_status_cause_and_change_kind() {
+    use cdi_harness::diff::ChangeKind;
+    use cdi_harness::outcome::{Cause, REPORT_SCHEMA_VERSION, Status};
+    let doc = std::fs::read_to_string(repo().join("docs/report-schema.md")).unwrap();
+    assert!(
+        doc.starts_with(&format!(
+            "# cdi-harness JSON report, schema version {REPORT_SCHEMA_VERSION}\n"
+        )),
+        "docs/report-schema.md names another schema version"
+    );
+    for s in [
+        Status::Pass,
+        Status::Fail,
+        Status::Skip,
+        Status::Xfail,
+        Status::New,
+    ] {
+        assert!(
+            doc.contains(&format!("| `{}` |", s.as_str())),
+            "status {s:?}"
+        );
+    }
+    for c in Cause::ALL {
+        assert!(
+            doc.contains(&format!("`{c}`")),
+            "cause {c} is not documented"
+        );
+    }
+    for k in ChangeKind::ALL {
+        let name = serde_json::to_value(k).unwrap();
+        let name = name.as_str().unwrap();
+        assert!(doc.contains(&format!("| `{name}` |")), "kind {name}");
+    }
+    for word in [
+        "`interrupted`",
+        "`evidence`",
+        "`measured`",
+        "`declared`",
+        "`constructed`",
+    ] {
+        assert!(doc.contains(word), "{word}");
+    }
 }

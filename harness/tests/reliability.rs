@@ -134,8 +134,14 @@ async fn ctrl_c_mid_run_reports_interrupted_and_removes_containers() {
     let long = find(&report.results, "long");
     assert_eq!(long.status, Status::Fail);
     assert!(long.message.contains("interrupted"), "{}", long.message);
-    // The pure configuration check still reports what it knows.
-    assert_eq!(find(&report.results, "machine_config").status, Status::Pass);
+    // The configuration check still reports what it knows, and says what it could not
+    // compare: on a host it never passes on the scenario's word alone.
+    let config = find(&report.results, "machine_config");
+    assert_ne!(config.status, Status::Fail, "{config:?}");
+    assert!(
+        config.message.contains("no known pitfall") || config.status == Status::Pass,
+        "{config:?}"
+    );
     let left = harness_containers(&env).await;
     env.stop().await;
     assert!(
@@ -195,7 +201,11 @@ async fn an_unreachable_engine_fails_every_engine_check_with_a_fix() {
     );
     for r in &report.results {
         match r.check.as_str() {
-            "machine_config" => assert_eq!(r.status, Status::Pass),
+            // Nothing of the machine could be compared: a skip saying so, not a pass.
+            "machine_config" => {
+                assert_eq!(r.status, Status::Skip, "{r:?}");
+                assert!(r.message.contains("no known pitfall"), "{}", r.message);
+            }
             "spec_present" => {}
             _ => {
                 assert_eq!(r.status, Status::Fail, "{r:?}");

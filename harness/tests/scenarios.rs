@@ -99,6 +99,7 @@ fn main() {
             } else {
                 ""
             };
+            let trial = name.clone();
             Trial::ignorable_test(name, move || match r {
                 None => Err(Failed::from(
                     "the check produced no result (the harness did not run it)",
@@ -106,6 +107,16 @@ fn main() {
                 Some(r) => match r.status {
                     Status::Pass => Ok(Completion::Completed),
                     Status::Skip => Ok(Completion::ignored_with(format!("{label}{}", r.message))),
+                    // libtest has no expected-failure state: the trial passes and says
+                    // so in its output, so an xfail is never mistaken for a plain pass.
+                    Status::Xfail => {
+                        eprintln!("xfail {trial}: {label}failed as declared: {}", r.message);
+                        Ok(Completion::Completed)
+                    }
+                    Status::New => Ok(Completion::ignored_with(format!(
+                        "{label}new snapshot, nothing compared: {}",
+                        r.message
+                    ))),
                     Status::Fail => {
                         let mut msg = format!("{label}{}", r.message);
                         if let Some(f) = &r.fix {

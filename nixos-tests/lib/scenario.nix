@@ -7,7 +7,8 @@
 # can never read a scenario differently. The defaults mirror `machine_facts`,
 # `MachineFacts::cdi_enabled` and `default_devices`; a value the harness rejects is
 # rejected here too (with the same file, key and reason) where it decides one of
-# these fields.
+# these fields. A value in `[machine.force]` is the effective one: lib/machine-module.nix
+# applies it with lib.mkForce.
 path:
 let
   inherit (builtins)
@@ -86,10 +87,21 @@ let
 
   machine = checked.machine;
 
-  # `get` of machine_facts: walks option paths; an intermediate value that is not a
+  # `[machine.force]`: option values NixOS applies with lib.mkForce
+  # (lib/machine-module.nix); the effective value of an option is the forced one merged
+  # over the plain one (scenario.rs `MachineView`).
+  forceTable =
+    if !(machine ? force) then
+      null
+    else if isAttrs machine.force then
+      machine.force
+    else
+      invalid "machine.force" "must be a table of NixOS options whose values are forced (lib.mkForce), found ${tomlType machine.force}";
+
+  # `walk` of machine_facts: follows an option path; an intermediate value that is not a
   # table is an error naming the option it should hold.
-  get =
-    optPath:
+  walk =
+    prefix: table: optPath:
     let
       n = length optPath;
       go =
@@ -105,12 +117,44 @@ let
         else if isAttrs v then
           go v (i + 1)
         else
-          invalid "machine.${builtins.concatStringsSep "." (genList (j: elemAt optPath j) (i + 1))}"
+          invalid "${prefix}.${builtins.concatStringsSep "." (genList (j: elemAt optPath j) (i + 1))}"
             "must be a table (it holds option ${elemAt optPath (i + 1)}), found ${tomlType v}";
     in
-    go machine 0;
+    go table 0;
 
-  keyOf = optPath: "machine.${builtins.concatStringsSep "." optPath}";
+  # A forced leaf replaces; tables merge key by key (scenario.rs `merge_forced`).
+  mergeForced =
+    plain: forced:
+    if isAttrs plain && isAttrs forced then
+      plain // builtins.mapAttrs (k: fv: if plain ? ${k} then mergeForced plain.${k} fv else fv) forced
+    else
+      forced;
+
+  # The effective value at an option path (plain walked first, then forced).
+  get =
+    optPath:
+    let
+      plain = walk "machine" machine optPath;
+      forced = if forceTable == null then null else walk "machine.force" forceTable optPath;
+    in
+    builtins.seq plain (
+      if forced == null then
+        plain
+      else if plain == null then
+        forced
+      else
+        mergeForced plain forced
+    );
+
+  # Where a problem with the value at `optPath` is reported: in [machine.force] when the
+  # value is forced there.
+  keyOf =
+    optPath:
+    let
+      found = builtins.tryEval (walk "" forceTable optPath);
+      forced = forceTable != null && found.success && found.value != null;
+    in
+    "machine.${if forced then "force." else ""}${builtins.concatStringsSep "." optPath}";
 
   getBool =
     optPath:
@@ -189,7 +233,7 @@ let
         if isAttrs rt && rt ? path && isString rt.path then
           rt
         else
-          invalid "${keyOf runtimesKey}.${rtName}" "a runtime needs a string `path` (as dockerd's daemon.json does)"
+          invalid (keyOf (runtimesKey ++ [ rtName ])) "a runtime needs a string `path` (as dockerd's daemon.json does)"
       ) runtimesRaw;
 
   defaultRuntimeKey = settings ++ [ "default-runtime" ];
@@ -253,13 +297,19 @@ let
       invalid (keyOf defaultRuntimeKey) "must be a string, found ${tomlType defaultRuntime}";
   socketChecked =
     if rootlessDefault && !rootlessEnabled then
-      invalid "machine.virtualisation.docker.rootless.setSocketVariable" "is true but rootless.enable is not: there is no rootless engine to point at"
+      invalid (keyOf [
+        "virtualisation"
+        "docker"
+        "rootless"
+        "setSocketVariable"
+      ]) "is true but rootless.enable is not: there is no rootless engine to point at"
     else
       null;
 
   # Forced in machine_facts' order, so that a file with several bad values is
   # rejected for the same one as by the harness.
   inOrder = builtins.foldl' (acc: v: builtins.deepSeq acc (builtins.deepSeq v null)) null [
+    forceTable
     dockerEnabled
     rootlessEnabled
     rootlessDefault

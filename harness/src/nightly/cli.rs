@@ -11,14 +11,16 @@ use crate::outcome::BackendKind;
 use crate::runner::{self, RunOptions};
 use crate::{diff, report, scenario};
 
-use super::{DEFAULT_STATE_DIR, NightlyOptions, Verdict, history};
+use super::{DEFAULT_STATE_DIR, NightlyOptions, history};
 
 /// `cdi-harness report …`.
 #[derive(clap::Subcommand)]
 pub enum ReportCommand {
-    /// Compare two JSON reports check by check (`scenario::check`): regressed, now skipped,
-    /// still failing, fixed, new, gone, unchanged; spec changes as a unified diff.
-    /// Exit 0: no regression; 1: a check regressed; 2: a report is unreadable.
+    /// Compare two JSON reports check by check (`scenario::check`): regressed; needs
+    /// attention (now skipped, gone, expectation changed); still failing, fixed, new,
+    /// unchanged; spec changes as a unified diff. Exit 0: accepted; 1: a check regressed,
+    /// or a change needs attention (without --allow-skips); 2: a report is unreadable or
+    /// was interrupted.
     Diff {
         /// The older report (e.g. the last good one).
         old: PathBuf,
@@ -27,7 +29,15 @@ pub enum ReportCommand {
         /// Print the diff as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Accept the changes that need attention (checks now skipped or new snapshots,
+        /// vanished checks, checks moved into or out of xfail): listed, but exit 0.
+        #[arg(long)]
+        allow_skips: bool,
     },
+    /// Judge a report (a host run, a NixOS VM test's) against a scenario's declared
+    /// failures, with the rules the sim backend applies: one line per problem.
+    /// Exit 0: the verdicts are the scenario's; 1: a problem; 2: unreadable input.
+    Judge(crate::judge::JudgeArgs),
     /// Show the nightly history kept in the state directory.
     History {
         /// The nightly state directory.
@@ -58,7 +68,7 @@ pub struct NightlyArgs {
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub keep: usize,
     /// Shell command run after each night (env: CDI_HARNESS_VERDICT, CDI_HARNESS_SUMMARY,
-    /// CDI_HARNESS_REPORT, CDI_HARNESS_RUN_DIR).
+    /// CDI_HARNESS_REPORT (unset when the build failed), CDI_HARNESS_RUN_DIR).
     #[arg(long, value_name = "CMD")]
     pub notify: Option<String>,
     /// The Nix binary.
@@ -67,6 +77,10 @@ pub struct NightlyArgs {
     /// Do not `nix build <flake>#default` after the update.
     #[arg(long)]
     pub no_build: bool,
+    /// Accept changes that need attention (checks now skipped, vanished, or moved into or
+    /// out of xfail since the last good night) instead of keeping the old lock.
+    #[arg(long)]
+    pub allow_skips: bool,
     /// Snapshot directory (default: the nearest `snapshots/` above the scenarios).
     #[arg(long, value_name = "DIR")]
     pub snapshots: Option<PathBuf>,
@@ -87,12 +101,18 @@ pub struct NightlyArgs {
 /// Runs `report …`; returns the exit code.
 pub fn report_command(command: ReportCommand) -> u8 {
     match command {
-        ReportCommand::Diff { old, new, json } => report_diff(&old, &new, json),
+        ReportCommand::Diff {
+            old,
+            new,
+            json,
+            allow_skips,
+        } => report_diff(&old, &new, json, allow_skips),
         ReportCommand::History { state_dir, html } => report_history(&state_dir, html.as_deref()),
+        ReportCommand::Judge(args) => crate::judge::judge_command(&args),
     }
 }
 
-fn report_diff(old: &Path, new: &Path, json: bool) -> u8 {
+fn report_diff(old: &Path, new: &Path, json: bool, allow_skips: bool) -> u8 {
     let (old_report, new_report) = match (report::read_json(old), report::read_json(new)) {
         (Ok(o), Ok(n)) => (o, n),
         (Err(e), _) | (_, Err(e)) => {
@@ -100,7 +120,20 @@ fn report_diff(old: &Path, new: &Path, json: bool) -> u8 {
             return 2;
         }
     };
-    let d = diff::diff_reports(&old_report, &new_report);
+    let judged = diff::compare(
+        &old_report,
+        &old.display().to_string(),
+        &new_report,
+        &new.display().to_string(),
+        allow_skips,
+    );
+    let d = match judged {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     if json {
         match serde_json::to_string_pretty(&d) {
             Ok(text) => println!("{text}"),
@@ -115,7 +148,7 @@ fn report_diff(old: &Path, new: &Path, json: bool) -> u8 {
             diff::render_text(&d, &old.display().to_string(), &new.display().to_string())
         );
     }
-    u8::from(d.has_regressions())
+    u8::from(d.blocked)
 }
 
 fn report_history(state_dir: &Path, html: Option<&Path>) -> u8 {
@@ -177,6 +210,7 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
         nix: args.nix.clone(),
         build: !args.no_build,
         keep: args.keep,
+        allow_skips: args.allow_skips,
         notify: args.notify.clone(),
         scenarios,
         run,
@@ -192,7 +226,34 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
             return 2;
         }
     };
-    let outcome = match rt.block_on(super::run(&opts)) {
+    // Ctrl-C or SIGTERM (`systemctl stop`): the run stops, removes its containers, and
+    // its report says `interrupted`, which the night refuses to judge (exit 2, lock kept).
+    let cancel = opts.run.cancel.clone();
+    let outcome = match rt.block_on(async {
+        tokio::spawn(async move {
+            // A signal whose handler cannot be installed just never arrives.
+            let int = async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let term = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = int => {}
+                _ = term => {}
+            }
+            eprintln!("\ninterrupted: removing this night's containers; no verdict will be drawn…");
+            cancel.cancel();
+        });
+        super::run(&opts).await
+    }) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
@@ -203,12 +264,9 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
     for w in &outcome.warnings {
         eprintln!("warning: {w}");
     }
-    let mut code = match outcome.verdict {
-        Verdict::Accepted => 0,
-        Verdict::Regressed => 1,
-    };
-    if let Some(path) = &args.junit {
-        if let Err(e) = report::write_junit(&outcome.report, path) {
+    let mut code = outcome.verdict.exit_code();
+    if let (Some(path), Some(r)) = (&args.junit, &outcome.report) {
+        if let Err(e) = report::write_junit(r, path) {
             eprintln!("error: {e}");
             code = 2;
         }

@@ -108,15 +108,35 @@ pub fn nix(nix: &Path, dir: &Path, args: &[&str]) -> Result<String, NightlyError
             source,
         })?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
         return Err(NightlyError::NixFailed {
             command: format!("nix {}", args.join(" ")),
             status: out.status.code().unwrap_or(-1),
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            stderr: log_tail(&String::from_utf8_lossy(&out.stderr)),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Lines of a failed Nix command's log kept in errors and in the history.
+pub const LOG_TAIL_LINES: usize = 20;
+/// Bytes of a failed Nix command's log kept: one evaluation error line can run to
+/// megabytes (a derivation's whole environment), and the history keeps one per night.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+/// The end of a log, bounded by [`LOG_TAIL_LINES`] and [`LOG_TAIL_BYTES`] (cut at a
+/// character boundary, marked with `…` where cut): the last lines are where Nix says
+/// what failed.
+pub fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.trim_end().lines().rev().take(LOG_TAIL_LINES).collect();
+    let tail = lines.into_iter().rev().collect::<Vec<_>>().join("\n");
+    if tail.len() <= LOG_TAIL_BYTES {
+        return tail;
+    }
+    let mut start = tail.len() - (LOG_TAIL_BYTES - '…'.len_utf8());
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &tail[start..])
 }
 
 /// Whether `nix flake show --json` lists a `default` package (or the legacy
@@ -220,5 +240,22 @@ mod tests {
             std::fs::read_link(to.path().join("link")).unwrap(),
             Path::new("sub/a")
         );
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines_within_the_byte_bound() {
+        let log: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = log_tail(&log);
+        assert_eq!(t.lines().count(), LOG_TAIL_LINES);
+        assert!(t.starts_with("line 80\n") && t.ends_with("line 99"), "{t}");
+
+        let huge = format!("start\n{}é\nerror: builder failed", "é".repeat(10_000));
+        let t = log_tail(&huge);
+        assert!(t.len() <= LOG_TAIL_BYTES, "{}", t.len());
+        assert!(
+            t.starts_with('…') && t.ends_with("error: builder failed"),
+            "{t}"
+        );
+        assert!(!t.contains("start"));
     }
 }

@@ -18,27 +18,58 @@ use crate::report;
 
 /// File name of the index in the state directory.
 pub const INDEX_FILE: &str = "history.json";
-/// Version of the index layout.
-pub const HISTORY_VERSION: u32 = 1;
+/// Version of the index layout. 2 added the `needs-attention` and `build-failed`
+/// verdicts and the `attention` and `build_failure` fields; version 1 indexes still read.
+pub const HISTORY_VERSION: u32 = 2;
 
 /// What a night concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// No regression: the updated lock was applied and the report became the last good.
     Accepted,
     /// A check regressed (or a new check fails): the previous lock was kept.
     Regressed,
+    /// No regression, but checks need attention (now skipped, gone, expectation
+    /// changed) and `--allow-skips` was not given: the previous lock was kept.
+    NeedsAttention,
+    /// `nix build` (or the evaluation before it) of the updated flake failed: no check
+    /// ran, the previous lock was kept, the night carries the build log's tail.
+    BuildFailed,
 }
 
 impl Verdict {
-    /// Lower-case name.
+    /// Name as written in the history (kebab-case).
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Accepted => "accepted",
             Verdict::Regressed => "regressed",
+            Verdict::NeedsAttention => "needs-attention",
+            Verdict::BuildFailed => "build-failed",
         }
     }
+
+    /// The exit code of `cdi-harness nightly` for this verdict: 0 accepted, 1 blocked by
+    /// the checks, 2 no verdict on the checks (the build failed).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Accepted => 0,
+            Verdict::Regressed | Verdict::NeedsAttention => 1,
+            Verdict::BuildFailed => 2,
+        }
+    }
+}
+
+/// A failed build of the updated flake, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildFailure {
+    /// The Nix command that failed, e.g. `nix build --no-link path:/tmp/…#default`.
+    pub command: String,
+    /// Its exit status.
+    pub status: i32,
+    /// The end of its log, bounded (`flake::LOG_TAIL_LINES` lines, `flake::LOG_TAIL_BYTES`
+    /// bytes) so a month of failed nights stays a small index.
+    pub log_tail: String,
 }
 
 /// One night.
@@ -64,6 +95,12 @@ pub struct Night {
     /// Checks that blocked the update.
     #[serde(default)]
     pub regressions: Vec<String>,
+    /// Checks that needed attention (blocking unless `--allow-skips` was given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attention: Vec<String>,
+    /// Why the build of the updated flake failed (verdict `build-failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_failure: Option<BuildFailure>,
 }
 
 /// The index.
@@ -124,6 +161,8 @@ pub fn save(state_dir: &Path, history: &History) -> Result<(), NightlyError> {
 /// Appends `night` and drops the oldest beyond `keep`; returns the ids dropped (whose run
 /// directories the caller removes only after the new index is safely written).
 pub fn push(history: &mut History, night: Night, keep: usize) -> Vec<String> {
+    // The index now holds entries of this layout (a version 1 index is read as is).
+    history.version = HISTORY_VERSION;
     history.nights.push(night);
     let excess = history.nights.len().saturating_sub(keep.max(1));
     history.nights.drain(..excess).map(|n| n.id).collect()
@@ -138,7 +177,7 @@ pub fn table(history: &History) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<22} {:<10} {:<9} {:>5} {:>5} {:>5}  changed inputs / regressions",
+        "{:<22} {:<10} {:<15} {:>5} {:>5} {:>5}  changed inputs / regressions",
         "started", "backend", "verdict", "pass", "fail", "skip"
     );
     for n in &history.nights {
@@ -155,11 +194,24 @@ pub fn table(history: &History) -> String {
             })
             .collect();
         let mut notes = inputs.join(", ");
-        if !n.regressions.is_empty() {
+        let mut note = |text: String| {
             if !notes.is_empty() {
                 notes.push_str("; ");
             }
-            let _ = write!(notes, "regressed: {}", n.regressions.join(", "));
+            notes.push_str(&text);
+        };
+        if !n.regressions.is_empty() {
+            note(format!("regressed: {}", n.regressions.join(", ")));
+        }
+        if !n.attention.is_empty() {
+            note(format!("needs attention: {}", n.attention.join(", ")));
+        }
+        if let Some(b) = &n.build_failure {
+            note(format!(
+                "build failed (exit {}): {}",
+                b.status,
+                b.log_tail.lines().last().unwrap_or("")
+            ));
         }
         let backend = if n.simulated {
             format!("{} (sim)", n.backend)
@@ -168,7 +220,7 @@ pub fn table(history: &History) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<22} {:<10} {:<9} {:>5} {:>5} {:>5}  {}",
+            "{:<22} {:<10} {:<15} {:>5} {:>5} {:>5}  {}",
             n.started_at,
             backend.chars().take(10).collect::<String>(),
             n.verdict.as_str(),
@@ -177,6 +229,19 @@ pub fn table(history: &History) -> String {
             n.counts[2],
             notes
         );
+    }
+    // The build logs of failed nights, below the table so its rows stay one line each.
+    for n in &history.nights {
+        if let Some(b) = &n.build_failure {
+            let _ = writeln!(
+                out,
+                "\nbuild of {} failed: `{}` exited {}; the end of its log:",
+                n.started_at, b.command, b.status
+            );
+            for line in b.log_tail.lines() {
+                let _ = writeln!(out, "  | {line}");
+            }
+        }
     }
     out
 }
@@ -193,12 +258,12 @@ fn esc(s: &str) -> String {
 /// status, so when a check started failing is visible at a glance.
 pub fn html(history: &History) -> String {
     let mut out = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cdi-harness nightly history</title>\n<style>\nbody{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\n.pass{background:#3c3}.fail{background:#e33}.skip{background:#ec3}.none{background:#eee}.accepted{color:#080}.regressed{color:#c00;font-weight:bold}td.cell{width:14px}\n</style></head><body>\n<h1>cdi-harness nightly history</h1>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cdi-harness nightly history</title>\n<style>\nbody{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\n.pass{background:#3c3}.fail{background:#e33}.skip{background:#ec3}.xfail{background:#9c9}.new{background:#9cf}.none{background:#eee}.accepted{color:#080}.regressed,.build-failed{color:#c00;font-weight:bold}.needs-attention{color:#b60;font-weight:bold}td.cell{width:14px}pre{margin:0;font-size:12px;white-space:pre-wrap}\n</style></head><body>\n<h1>cdi-harness nightly history</h1>\n",
     );
     if history.nights.iter().any(|n| n.simulated) {
         out.push_str("<p><strong>Simulated:</strong> nights on the <code>sim</code> backend checked simulated GPUs, not real hardware.</p>\n");
     }
-    out.push_str("<h2>Nights</h2>\n<table><tr><th>#</th><th>started</th><th>backend</th><th>verdict</th><th>pass</th><th>fail</th><th>skip</th><th>changed inputs</th><th>regressions</th></tr>\n");
+    out.push_str("<h2>Nights</h2>\n<table><tr><th>#</th><th>started</th><th>backend</th><th>verdict</th><th>pass</th><th>fail</th><th>skip</th><th>changed inputs</th><th>regressions / needs attention / build log</th></tr>\n");
     for (i, n) in history.nights.iter().enumerate() {
         let inputs: Vec<String> = n
             .changed_inputs
@@ -216,6 +281,22 @@ pub fn html(history: &History) -> String {
                 }
             })
             .collect();
+        let mut notes = esc(&n.regressions.join(", "));
+        if !n.attention.is_empty() {
+            if !notes.is_empty() {
+                notes.push_str("<br>");
+            }
+            let _ = write!(notes, "needs attention: {}", esc(&n.attention.join(", ")));
+        }
+        if let Some(b) = &n.build_failure {
+            let _ = write!(
+                notes,
+                "<details open><summary>build failed: <code>{}</code> exited {}</summary><pre>{}</pre></details>",
+                esc(&b.command),
+                b.status,
+                esc(&b.log_tail)
+            );
+        }
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}{}</td><td class=\"{v}\">{v}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -227,7 +308,7 @@ pub fn html(history: &History) -> String {
             n.counts[1],
             n.counts[2],
             inputs.join("<br>"),
-            esc(&n.regressions.join(", ")),
+            notes,
             v = n.verdict.as_str(),
         );
     }
@@ -244,9 +325,10 @@ pub fn html(history: &History) -> String {
     for key in keys {
         let _ = write!(out, "<tr><td>{}</td>", esc(key));
         for n in &history.nights {
-            let (class, label) = match n.checks.get(key) {
-                Some(s) => (s.as_str(), s.as_str()),
-                None => ("none", "not run"),
+            let (class, label) = match (n.checks.get(key), &n.build_failure) {
+                (Some(s), _) => (s.as_str(), s.as_str()),
+                (None, Some(_)) => ("none", "not run: the build failed"),
+                (None, None) => ("none", "not run"),
             };
             let _ = write!(
                 out,
@@ -288,6 +370,8 @@ mod tests {
                 compare_url: Some("https://github.com/NixOS/nixpkgs/compare/a...b".into()),
             }],
             regressions: vec![],
+            attention: vec![],
+            build_failure: None,
         }
     }
 
@@ -350,5 +434,74 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap(), h);
         std::fs::write(index_path(dir.path()), "{trunc").unwrap();
         assert!(load(dir.path()).is_err());
+    }
+
+    fn failed_build() -> Night {
+        let mut n = night("3", Verdict::BuildFailed, Status::Pass);
+        n.checks.clear();
+        n.counts = [0, 0, 0];
+        n.build_failure = Some(BuildFailure {
+            command: "nix build --no-link path:/tmp/x#default".into(),
+            status: 1,
+            log_tail: "building <drv>\nerror: builder for '/nix/store/x-cdi-harness.drv' failed"
+                .into(),
+        });
+        n
+    }
+
+    #[test]
+    fn a_failed_build_shows_its_log_in_table_and_html() {
+        let mut h = History::default();
+        push(&mut h, night("1", Verdict::Accepted, Status::Pass), 10);
+        push(&mut h, failed_build(), 10);
+        let t = table(&h);
+        assert!(t.contains("build-failed"), "{t}");
+        assert!(
+            t.contains(
+                "build failed (exit 1): error: builder for '/nix/store/x-cdi-harness.drv' failed"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("`nix build --no-link path:/tmp/x#default` exited 1; the end of its log:\n  | building <drv>\n  | error: builder"),
+            "{t}"
+        );
+        let page = html(&h);
+        assert!(
+            page.contains("class=\"build-failed\">build-failed<"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<pre>building &lt;drv&gt;\nerror: builder"),
+            "{page}"
+        );
+        assert!(
+            page.contains("title=\"2025-01-03T00:00:00Z: not run: the build failed\""),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn verdicts_round_trip_and_version_1_indexes_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::default();
+        let mut attention = night("2", Verdict::NeedsAttention, Status::Skip);
+        attention.attention = vec!["seed::<device>".into()];
+        push(&mut h, attention, 10);
+        push(&mut h, failed_build(), 10);
+        save(dir.path(), &h).unwrap();
+        let text = std::fs::read_to_string(index_path(dir.path())).unwrap();
+        assert!(text.contains("\"verdict\": \"needs-attention\""), "{text}");
+        assert!(text.contains("\"verdict\": \"build-failed\""), "{text}");
+        assert_eq!(load(dir.path()).unwrap(), h);
+        assert!(table(&h).contains("needs attention: seed::<device>"));
+
+        let v1 = r#"{"version":1,"nights":[{"id":"1","started_at":"t","backend":"sim",
+            "simulated":true,"verdict":"regressed","counts":[1,1,0],
+            "checks":{"seed::a":"fail"},"changed_inputs":[],"regressions":["seed::a"]}]}"#;
+        std::fs::write(index_path(dir.path()), v1).unwrap();
+        let old = load(dir.path()).unwrap();
+        assert_eq!(old.nights[0].verdict, Verdict::Regressed);
+        assert!(old.nights[0].build_failure.is_none() && old.nights[0].attention.is_empty());
     }
 }

@@ -16,13 +16,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::diff::{self, ChangeKind, InputChange, ReportDiff};
+use crate::diff::{self, ChangeKind, DiffError, InputChange, ReportDiff};
 use crate::outcome::{FlakeInput, RunReport, Status};
 use crate::report::{self, ReportError};
 use crate::runner::{self, RunOptions};
 use crate::scenario::Scenario;
 
-pub use history::{History, Night, Verdict};
+pub use history::{BuildFailure, History, Night, Verdict};
 
 /// The last good report in the state directory.
 pub const LAST_GOOD_FILE: &str = "last-good.json";
@@ -89,6 +89,10 @@ pub enum NightlyError {
     /// A file of the state directory could not be written or read.
     #[error(transparent)]
     Report(#[from] ReportError),
+    /// Tonight's report or the last good one was cut short: no verdict is drawn from
+    /// an incomplete report (the error names which).
+    #[error(transparent)]
+    Incomplete(#[from] DiffError),
     /// A directory of the state directory could not be created.
     #[error("cannot create {}: {source}; check that the state directory (--state-dir) is writable", .path.display())]
     StateDir {
@@ -96,6 +100,15 @@ pub enum NightlyError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// Nix was stopped by a signal (Ctrl-C, SIGTERM) during the build: that says nothing
+    /// about the update, so no night is recorded.
+    #[error(
+        "`{command}` was interrupted (Ctrl-C or SIGTERM): no verdict, nothing recorded, the flake's lock was not changed; run the night again"
+    )]
+    BuildInterrupted {
+        /// The Nix command that was stopped.
+        command: String,
     },
     /// Stopped on purpose after `step` (crash simulation in tests).
     #[error("stopped after step {step:?} (simulated crash)")]
@@ -130,8 +143,12 @@ pub struct NightlyOptions {
     pub build: bool,
     /// How many nights of history to keep.
     pub keep: usize,
+    /// Accept changes that need attention (checks now skipped, gone, or moved into or
+    /// out of xfail) instead of blocking the update on them (`--allow-skips`).
+    pub allow_skips: bool,
     /// A shell command run after the night (`sh -c`), with `CDI_HARNESS_VERDICT`,
-    /// `CDI_HARNESS_SUMMARY`, `CDI_HARNESS_REPORT` and `CDI_HARNESS_RUN_DIR` set.
+    /// `CDI_HARNESS_SUMMARY`, `CDI_HARNESS_REPORT` (not on a build-failed night, which has
+    /// no report) and `CDI_HARNESS_RUN_DIR` set.
     pub notify: Option<String>,
     /// The scenarios to run.
     pub scenarios: Vec<Scenario>,
@@ -153,14 +170,18 @@ pub struct NightlyOutcome {
     pub run_dir: PathBuf,
     /// The human summary (also `runs/<id>/summary.txt`).
     pub summary: String,
-    /// The run's report.
-    pub report: RunReport,
+    /// The run's report (`None` when the build failed and no check ran).
+    pub report: Option<RunReport>,
     /// The diff against the last good report, when there was one.
     pub diff: Option<ReportDiff>,
     /// Inputs the update changed.
     pub input_changes: Vec<InputChange>,
-    /// Checks that blocked the update.
+    /// Checks that regressed (they always block the update).
     pub regressions: Vec<String>,
+    /// Checks that need attention (they block the update unless `allow_skips`).
+    pub attention: Vec<String>,
+    /// Why the build of the updated flake failed (verdict `BuildFailed`); no check ran.
+    pub build_failure: Option<BuildFailure>,
     /// Whether the updated lock was written to the flake.
     pub lock_applied: bool,
     /// Problems that did not change the verdict (a failed notify command, an old run
@@ -212,11 +233,15 @@ fn pinned_ref(input: &FlakeInput) -> Option<String> {
     }
 }
 
-/// Runs one night. `Ok` carries the verdict (regressed nights are `Ok` too); `Err` means
-/// no verdict was reached, and the flake's lock was not touched.
+/// Runs one night. `Ok` carries the verdict (regressed, needs-attention and build-failed
+/// nights are `Ok` too, and recorded in the history); `Err` means no verdict was reached
+/// (Nix could not update, the state is unreadable, a report was cut short), and nothing
+/// but possibly the run directory was written. The flake's lock is only ever changed on
+/// an accepted night.
 pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> {
     let lock = flake::lock_path(&opts.flake);
     let old_inputs = flake::read_lock(&lock)?;
+    let night_started = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
 
     let scratch = tempfile::Builder::new()
         .prefix("cdih-nightly-")
@@ -236,17 +261,20 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
     let input_changes = diff::input_changes(&old_inputs, &new_inputs);
     checkpoint(opts, Step::Updated)?;
 
-    if opts.build {
-        let flake_dir = format!("path:{}", scratch.path().display());
-        let show = flake::nix(
-            &opts.nix,
-            scratch.path(),
-            &["flake", "show", "--json", &flake_dir],
-        )?;
-        if flake::has_default_package(&show) {
-            let target = flake::flake_ref(scratch.path(), "default");
-            flake::nix(&opts.nix, scratch.path(), &["build", "--no-link", &target])?;
-        }
+    let build_failure = if opts.build {
+        build(opts, scratch.path())?
+    } else {
+        None
+    };
+    if let Some(failure) = build_failure {
+        return record_build_failure(
+            opts,
+            &night_started,
+            failure,
+            input_changes,
+            &new_lock_bytes,
+            &old_inputs,
+        );
     }
 
     let mut report = runner::run_scenarios(&opts.scenarios, &opts.run).await;
@@ -259,32 +287,53 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
     } else {
         None
     };
-    let diff = last_good
-        .as_ref()
-        .map(|old| diff::diff_reports(old, &report));
-    // Without a baseline every failure blocks; with one, regressions and new checks that
-    // fail do (a check failing on both sides is already known and does not block).
-    let regressions: Vec<String> = match &diff {
-        Some(d) => d
-            .checks
-            .iter()
-            .filter(|c| {
-                c.kind == ChangeKind::Regressed
-                    || (c.kind == ChangeKind::New && c.new_status == Some(Status::Fail))
-            })
-            .map(|c| c.key.clone())
-            .collect(),
-        None => report
-            .results
-            .iter()
-            .filter(|r| r.status == Status::Fail)
-            .map(|r| r.trial_name())
-            .collect(),
+    // An incomplete report, tonight's or the baseline, gives no verdict: its missing
+    // checks would read as vanished (or, against it, as new).
+    let tonight = "tonight's run";
+    let diff = match &last_good {
+        Some(old) => Some(diff::compare(
+            old,
+            &last_good_path.display().to_string(),
+            &report,
+            tonight,
+            opts.allow_skips,
+        )?),
+        None => {
+            diff::ensure_complete(&report, tonight)?;
+            None
+        }
     };
-    let verdict = if regressions.is_empty() {
-        Verdict::Accepted
-    } else {
+    // Without a baseline every failure blocks; with one, regressions and new checks that
+    // fail do (a check failing on both sides is already known and does not block), and
+    // changes that need attention do unless --allow-skips.
+    let (regressions, attention): (Vec<String>, Vec<String>) = match &diff {
+        Some(d) => (
+            d.checks
+                .iter()
+                .filter(|c| {
+                    c.kind == ChangeKind::Regressed
+                        || (c.kind == ChangeKind::New && c.new_status == Some(Status::Fail))
+                })
+                .map(|c| c.key.clone())
+                .collect(),
+            d.needs_attention.clone(),
+        ),
+        None => (
+            report
+                .results
+                .iter()
+                .filter(|r| r.status.is_failure())
+                .map(|r| r.trial_name())
+                .collect(),
+            Vec::new(),
+        ),
+    };
+    let verdict = if !regressions.is_empty() {
         Verdict::Regressed
+    } else if !attention.is_empty() && !opts.allow_skips {
+        Verdict::NeedsAttention
+    } else {
+        Verdict::Accepted
     };
 
     let runs = opts.state_dir.join(RUNS_DIR);
@@ -296,10 +345,13 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
         opts,
         &id,
         verdict,
-        &report,
+        Tonight::Ran {
+            report: &report,
+            regressions: &regressions,
+            attention: &attention,
+            diff: diff.as_ref(),
+        },
         &input_changes,
-        &regressions,
-        diff.as_ref(),
         &old_inputs,
     );
     report::write_json(&report, &run_dir.join("report.json"))?;
@@ -320,31 +372,162 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
         checkpoint(opts, Step::LastGoodWritten)?;
     }
 
-    let mut hist = history::load(&opts.state_dir)?;
     let (pass, fail, skip) = report.counts();
-    let dropped = history::push(
-        &mut hist,
-        Night {
-            id: id.clone(),
-            started_at: report.started_at.clone(),
-            backend: report.backend.as_str().to_string(),
-            simulated: report.simulated,
-            verdict,
-            counts: [pass, fail, skip],
-            checks: report
-                .results
-                .iter()
-                .map(|r| (r.trial_name(), r.status))
-                .collect(),
-            changed_inputs: input_changes.clone(),
-            regressions: regressions.clone(),
-        },
-        opts.keep,
+    let night = Night {
+        id: id.clone(),
+        started_at: report.started_at.clone(),
+        backend: report.backend.as_str().to_string(),
+        simulated: report.simulated,
+        verdict,
+        counts: [pass, fail, skip],
+        checks: report
+            .results
+            .iter()
+            .map(|r| (r.trial_name(), r.status))
+            .collect(),
+        changed_inputs: input_changes.clone(),
+        regressions: regressions.clone(),
+        attention: attention.clone(),
+        build_failure: None,
+    };
+    let warnings = finish(opts, night, &run_dir)?;
+    Ok(NightlyOutcome {
+        id,
+        verdict,
+        run_dir,
+        summary,
+        report: Some(report),
+        diff,
+        input_changes,
+        regressions,
+        attention,
+        build_failure: None,
+        lock_applied,
+        warnings,
+    })
+}
+
+/// Evaluates and builds the updated flake (`nix flake show`, then `nix build` of its
+/// default package when it has one). A failing Nix command is the night's verdict, not
+/// an error: the update broke the build. `Err` only when Nix cannot be started.
+fn build(opts: &NightlyOptions, scratch: &Path) -> Result<Option<BuildFailure>, NightlyError> {
+    let failed = |e: NightlyError| match e {
+        // Killed by a signal (no exit code), the night being cancelled, or Nix's own
+        // message for SIGINT/SIGTERM: Nix was stopped with us, the build did not fail.
+        NightlyError::NixFailed {
+            command,
+            status,
+            stderr,
+        } if status == -1
+            || opts.run.cancel.is_cancelled()
+            || stderr.contains("interrupted by the user") =>
+        {
+            Err(NightlyError::BuildInterrupted { command })
+        }
+        NightlyError::NixFailed {
+            command,
+            status,
+            stderr,
+        } => Ok(Some(BuildFailure {
+            command,
+            status,
+            log_tail: stderr,
+        })),
+        other => Err(other),
+    };
+    let flake_dir = format!("path:{}", scratch.display());
+    let show = match flake::nix(&opts.nix, scratch, &["flake", "show", "--json", &flake_dir]) {
+        Ok(show) => show,
+        Err(e) => return failed(e),
+    };
+    if flake::has_default_package(&show) {
+        let target = flake::flake_ref(scratch, "default");
+        if let Err(e) = flake::nix(&opts.nix, scratch, &["build", "--no-link", &target]) {
+            return failed(e);
+        }
+    }
+    Ok(None)
+}
+
+/// Records a night whose build failed: its run directory (summary, build log, the
+/// updated lock that was not applied), then the history entry. The lock and the last
+/// good report are untouched.
+fn record_build_failure(
+    opts: &NightlyOptions,
+    started_at: &str,
+    failure: BuildFailure,
+    input_changes: Vec<InputChange>,
+    new_lock_bytes: &[u8],
+    old_inputs: &BTreeMap<String, FlakeInput>,
+) -> Result<NightlyOutcome, NightlyError> {
+    mkdir(&opts.state_dir)?;
+    let runs = opts.state_dir.join(RUNS_DIR);
+    mkdir(&runs)?;
+    let id = run_id(started_at, &runs);
+    let run_dir = runs.join(&id);
+    mkdir(&run_dir)?;
+    let verdict = Verdict::BuildFailed;
+    let summary = summary(
+        opts,
+        &id,
+        verdict,
+        Tonight::BuildFailed(&failure),
+        &input_changes,
+        old_inputs,
     );
+    let mut log = failure.log_tail.clone();
+    log.push('\n');
+    report::write_bytes_atomically(&run_dir.join("build.log"), log.as_bytes())?;
+    report::write_bytes_atomically(&run_dir.join("flake.lock.updated"), new_lock_bytes)?;
+    report::write_bytes_atomically(&run_dir.join("summary.txt"), summary.as_bytes())?;
+    checkpoint(opts, Step::RunWritten)?;
+
+    let night = Night {
+        id: id.clone(),
+        started_at: started_at.to_string(),
+        backend: opts.run.backend.as_str().to_string(),
+        simulated: opts.run.backend.simulated(),
+        verdict,
+        counts: [0, 0, 0],
+        checks: BTreeMap::new(),
+        changed_inputs: input_changes.clone(),
+        regressions: Vec::new(),
+        attention: Vec::new(),
+        build_failure: Some(failure.clone()),
+    };
+    let warnings = finish(opts, night, &run_dir)?;
+    Ok(NightlyOutcome {
+        id,
+        verdict,
+        run_dir,
+        summary,
+        report: None,
+        diff: None,
+        input_changes,
+        regressions: Vec::new(),
+        attention: Vec::new(),
+        build_failure: Some(failure),
+        lock_applied: false,
+        warnings,
+    })
+}
+
+/// The last steps of every recorded night: the history entry (index and page), old run
+/// directories pruned only after the new index is safely written, then the notify
+/// command. Returns the warnings (problems that do not change the verdict).
+fn finish(
+    opts: &NightlyOptions,
+    night: Night,
+    run_dir: &Path,
+) -> Result<Vec<String>, NightlyError> {
+    let verdict = night.verdict;
+    let mut hist = history::load(&opts.state_dir)?;
+    let dropped = history::push(&mut hist, night, opts.keep);
     history::save(&opts.state_dir, &hist)?;
     history::write_html(&hist, &opts.state_dir.join("history.html"))?;
 
     let mut warnings = Vec::new();
+    let runs = opts.state_dir.join(RUNS_DIR);
     for old in dropped {
         let dir = runs.join(&old);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -354,33 +537,31 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
         }
     }
     if let Some(cmd) = &opts.notify {
-        if let Err(w) = notify(cmd, verdict, &run_dir) {
+        if let Err(w) = notify(cmd, verdict, run_dir) {
             warnings.push(w);
         }
     }
-    Ok(NightlyOutcome {
-        id,
-        verdict,
-        run_dir,
-        summary,
-        report,
-        diff,
-        input_changes,
-        regressions,
-        lock_applied,
-        warnings,
-    })
+    Ok(warnings)
 }
 
 /// Runs the notify command; its failure is a warning, never a changed verdict.
 fn notify(cmd: &str, verdict: Verdict, run_dir: &Path) -> Result<(), String> {
-    let status = std::process::Command::new("sh")
+    let mut command = std::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(cmd)
         .env("CDI_HARNESS_VERDICT", verdict.as_str())
         .env("CDI_HARNESS_SUMMARY", run_dir.join("summary.txt"))
-        .env("CDI_HARNESS_REPORT", run_dir.join("report.json"))
-        .env("CDI_HARNESS_RUN_DIR", run_dir)
+        .env("CDI_HARNESS_RUN_DIR", run_dir);
+    // A build-failed night ran no check and has no report: the variable is unset rather
+    // than naming a file that does not exist.
+    let report = run_dir.join("report.json");
+    if report.is_file() {
+        command.env("CDI_HARNESS_REPORT", report);
+    } else {
+        command.env_remove("CDI_HARNESS_REPORT");
+    }
+    let status = command
         .status()
         .map_err(|e| format!("cannot run the notify command `{cmd}`: {e}"))?;
     if status.success() {
@@ -390,30 +571,38 @@ fn notify(cmd: &str, verdict: Verdict, run_dir: &Path) -> Result<(), String> {
     }
 }
 
-/// The night's summary: verdict, inputs that changed (with compare links), the checks that
-/// blocked the update with their messages, and how to roll back.
-#[allow(clippy::too_many_arguments)]
+/// What the night got to: a run of the checks, or a failed build.
+enum Tonight<'a> {
+    /// The checks ran.
+    Ran {
+        report: &'a RunReport,
+        regressions: &'a [String],
+        attention: &'a [String],
+        diff: Option<&'a ReportDiff>,
+    },
+    /// The build of the updated flake failed; no check ran.
+    BuildFailed(&'a BuildFailure),
+}
+
+/// The night's summary: verdict, inputs that changed (with compare links), what blocked
+/// the update (regressed checks with their messages, checks that need attention, or the
+/// failed build's log), and how to roll back.
 fn summary(
     opts: &NightlyOptions,
     id: &str,
     verdict: Verdict,
-    report: &RunReport,
+    tonight: Tonight<'_>,
     input_changes: &[InputChange],
-    regressions: &[String],
-    diff: Option<&ReportDiff>,
     old_inputs: &BTreeMap<String, FlakeInput>,
 ) -> String {
     let mut out = String::new();
+    let simulated = opts.run.backend.simulated();
     let _ = writeln!(
         out,
         "cdi-harness nightly {id}: {} ({} backend{})",
         verdict.as_str().to_uppercase(),
-        report.backend.as_str(),
-        if report.simulated {
-            ", simulated GPUs"
-        } else {
-            ""
-        }
+        opts.run.backend.as_str(),
+        if simulated { ", simulated GPUs" } else { "" }
     );
     if input_changes.is_empty() {
         out.push_str("flake inputs: none changed\n");
@@ -422,20 +611,67 @@ fn summary(
         out.push_str(&diff::render_inputs(input_changes));
     }
     let lock = flake::lock_path(&opts.flake);
-    if verdict == Verdict::Regressed {
-        let _ = writeln!(
-            out,
-            "\nchecks that block the update ({}):",
-            regressions.len()
-        );
-        for key in regressions {
-            if let Some(r) = report.results.iter().find(|r| &r.trial_name() == key) {
-                let _ = writeln!(out, "  {key}: {}", r.message.lines().next().unwrap_or(""));
-                if let Some(fix) = &r.fix {
-                    let _ = writeln!(out, "    fix: {}", fix.lines().next().unwrap_or(""));
+    match &tonight {
+        Tonight::BuildFailed(b) => {
+            let _ = writeln!(
+                out,
+                "\nthe updated flake does not build: `{}` failed with exit status {}; no check ran. The end of its log:",
+                b.command, b.status
+            );
+            for line in b.log_tail.lines() {
+                let _ = writeln!(out, "  | {line}");
+            }
+        }
+        Tonight::Ran {
+            report,
+            regressions,
+            attention,
+            ..
+        } => {
+            let line = |out: &mut String, key: &str, with_fix: bool| {
+                if let Some(r) = report.results.iter().find(|r| r.trial_name() == key) {
+                    let _ = writeln!(out, "  {key}: {}", r.message.lines().next().unwrap_or(""));
+                    if let (true, Some(fix)) = (with_fix, &r.fix) {
+                        let _ = writeln!(out, "    fix: {}", fix.lines().next().unwrap_or(""));
+                    }
+                } else {
+                    let _ = writeln!(out, "  {key}: not in tonight's report");
+                }
+            };
+            if !regressions.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nchecks that block the update ({}):",
+                    regressions.len()
+                );
+                for key in regressions.iter() {
+                    line(&mut out, key, true);
+                }
+            }
+            if !attention.is_empty() {
+                let how = if opts.allow_skips {
+                    "accepted with --allow-skips"
+                } else {
+                    "they block the update; rerun with --allow-skips to accept them"
+                };
+                let _ = writeln!(
+                    out,
+                    "\nchecks that need attention ({}: now skipped, gone, or moved into or out of xfail; {how}):",
+                    attention.len()
+                );
+                for key in attention.iter() {
+                    line(&mut out, key, false);
                 }
             }
         }
+    }
+    if verdict == Verdict::Accepted {
+        let _ = writeln!(
+            out,
+            "no regressions: the updated lock is applied to {} and this report is the last good one",
+            lock.display()
+        );
+    } else {
         let _ = writeln!(
             out,
             "\nThe previous lock was kept: {} is unchanged (the updated lock is {}).",
@@ -461,14 +697,8 @@ fn summary(
                 overrides.join(" ")
             );
         }
-    } else {
-        let _ = writeln!(
-            out,
-            "no regressions: the updated lock is applied to {} and this report is the last good one",
-            lock.display()
-        );
     }
-    if let Some(d) = diff {
+    if let Tonight::Ran { diff: Some(d), .. } = tonight {
         out.push('\n');
         out.push_str(&diff::render_text(d, "last good", "tonight"));
     }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::SimError;
 use super::error::EngineStartFailure;
+use super::paths::{is_executable_file, which_in};
 use super::rootless::{self, RootlessOptions};
 
 /// Environment variable naming the dockerd to use, overriding the search.
@@ -811,6 +812,14 @@ fn kill_all_containers(socket: &Path) {
 
 /// daemon.json for the private engine.
 fn daemon_config(opts: &EngineOptions, spec_dirs: &[PathBuf], marker: &str) -> String {
+    serde_json::to_string_pretty(&daemon_json(opts, spec_dirs, marker)).unwrap_or_default()
+}
+
+/// The daemon.json a private engine started with `opts` reads, `spec_dirs` being its
+/// `cdi-spec-dirs` and `marker` its containerd namespace. Public so that what the sim
+/// backend gives an engine can be compared with what NixOS would (`cdi-harness
+/// scenario nixos-eval --against-sim`) without starting one.
+pub fn daemon_json(opts: &EngineOptions, spec_dirs: &[PathBuf], marker: &str) -> serde_json::Value {
     let mut config = serde_json::Map::new();
     config.insert("features".into(), serde_json::json!({ "cdi": opts.cdi }));
     config.insert(
@@ -837,7 +846,7 @@ fn daemon_config(opts: &EngineOptions, spec_dirs: &[PathBuf], marker: &str) -> S
         format!("{marker}-plugins").into(),
     );
     config.insert("shutdown-timeout".into(), 5.into());
-    serde_json::to_string_pretty(&serde_json::Value::Object(config)).unwrap_or_default()
+    serde_json::Value::Object(config)
 }
 
 /// PATH for dockerd: its own directory and the sibling `bin` of an `sbin` (where a
@@ -887,18 +896,6 @@ fn detach_into_log(cmd: &mut tokio::process::Command, log: std::fs::File, log2: 
         .stderr(Stdio::from(log2))
         .kill_on_drop(true)
         .process_group(0);
-}
-
-/// Whether `p` is a regular file someone may execute (shared with `rootless`).
-pub(super) fn is_executable_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// `tool` on the given PATH value (shared with `rootless`).
-pub(super) fn which_in(path_env: &OsString, tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(path_env)
-        .map(|d| d.join(tool))
-        .find(|p| is_executable_file(p))
 }
 
 /// Checks the programs dockerd will need before starting it, for a precise error.

@@ -178,8 +178,6 @@ mod tests {
     use std::path::PathBuf;
     use std::process::{Command, Output};
 
-    const BUSYBOX: &str = "/bin/busybox";
-
     /// A fake `/dev` and support dir: `nodes` are the files created in the dev dir.
     struct Fixture {
         _tmp: tempfile::TempDir,
@@ -203,13 +201,22 @@ mod tests {
         }
     }
 
+    /// Runs the simulated `nvidia-smi` under the static busybox the sim's image is built
+    /// from (its `sh` is the one the script meets in containers). `None` only when
+    /// there is none and `CDI_HARNESS_ALLOW_SKIP=1` allows the test to skip; without
+    /// it, a missing busybox fails the test (see [`crate::testutil::cannot_run`]).
     fn run_smi(fx: &Fixture, args: &[&str]) -> Option<Output> {
-        if !Path::new(BUSYBOX).exists() {
-            eprintln!("skipped: {BUSYBOX} missing (apt-get install busybox-static)");
-            return None;
-        }
+        let busybox = match crate::sim::find_static_busybox() {
+            Ok(path) => path,
+            Err(e) => {
+                crate::testutil::cannot_run(&format!(
+                    "the simulated nvidia-smi runs under busybox sh: {e}"
+                ));
+                return None;
+            }
+        };
         Some(
-            Command::new(BUSYBOX)
+            Command::new(busybox)
                 .arg("sh")
                 .arg(fx.support.join(NVIDIA_SMI_FILE))
                 .args(args)

@@ -38,12 +38,13 @@ mod daemon;
 mod error;
 mod gpu;
 mod image;
+mod paths;
 mod rootless;
 mod spec;
 
 pub use daemon::{
-    DEFAULT_DOCKERD, ENV_DOCKERD, EngineOptions, MIN_CDI_ENGINE_MAJOR, PrivateEngine, find_dockerd,
-    remove_stale_engine_dirs,
+    DEFAULT_DOCKERD, ENV_DOCKERD, EngineOptions, MIN_CDI_ENGINE_MAJOR, PrivateEngine, daemon_json,
+    find_dockerd, remove_stale_engine_dirs,
 };
 pub use error::{EngineStartFailure, SimError};
 pub use gpu::{
