@@ -9,7 +9,8 @@
 //!
 //! Where the table comes from: the `vendor.mod` of moby at each release tag, and for
 //! the engines CI installs (26.1 from Debian trixie, 28.5 from Debian unstable) a
-//! measurement of every corpus spec through the real engine (`.ci/cdi-engine-parity`),
+//! measurement of every corpus spec through the real engine (the test target
+//! `cdi_engine_parity`, a step of `.ci/run`),
 //! so a row that drifts from what its engine does fails CI.
 
 use std::fmt;
@@ -129,7 +130,7 @@ pub struct EngineRow {
     pub minor_to: u32,
     /// The library the engine vendors (moby's `vendor.mod`).
     pub library: Library,
-    /// Whether CI measures this row on a real engine (`.ci/cdi-engine-parity`); the
+    /// Whether CI measures this row on a real engine (test `cdi_engine_parity`); the
     /// others rest on the vendored version only.
     pub measured: bool,
 }
