@@ -85,10 +85,24 @@ pub(super) fn spec_valid(s: &Scenario, facts: &Facts, _: &CheckId) -> Verdict {
             other => problems.push(other.to_string()),
         }
     }
+    // What the engine's own CDI library (its version's rules) says of the spec: errors
+    // refuse it; SPEC.md warnings and other engines' verdicts are noted, not failed, so
+    // this check and the engine's warnings (`info_warnings`) never disagree.
+    let mut remarks = Vec::new();
     match the_spec(s, facts) {
         Some(loaded) => {
-            for p in crate::cdi::validate(&loaded.spec) {
+            let report = reg
+                .report_for(&loaded.path)
+                .cloned()
+                .unwrap_or_else(|| crate::cdi::validate_spec(&loaded.spec, &reg.rules));
+            for p in &report.errors {
                 problems.push(format!("{}: {p}", loaded.path.display()));
+            }
+            for w in &report.warnings {
+                remarks.push(format!("warning: {}: {w}", loaded.path.display()));
+            }
+            for n in &report.notes {
+                remarks.push(format!("note: {}: {n}", loaded.path.display()));
             }
         }
         None if facts.spec_files.is_empty() => {
@@ -108,9 +122,16 @@ pub(super) fn spec_valid(s: &Scenario, facts: &Facts, _: &CheckId) -> Verdict {
             .filter(|n| matches!(n, Notice::Shadowed { .. } | Notice::Ignored { .. }))
             .map(|n| n.to_string())
             .collect();
-        let mut msg = format!("{} spec file(s) load and validate", reg.specs.len());
+        let mut msg = format!(
+            "{} spec file(s) load and validate ({})",
+            reg.specs.len(),
+            reg.rules.describe()
+        );
         if !shadowed.is_empty() {
             msg.push_str(&format!(" (note: {})", shadowed.join("; ")));
+        }
+        if !remarks.is_empty() {
+            msg.push_str(&format!("; {}", remarks.join("; ")));
         }
         return Verdict::pass(msg);
     }
