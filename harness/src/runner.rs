@@ -835,7 +835,12 @@ fn read_spec_files(
     rules: &crate::cdi::Rules,
 ) -> SpecFiles {
     let registry = crate::cdi::load_dirs_with(dirs, rules);
-    let present = checks::existing_spec_files(s, dirs);
+    // The existing copies of the scenario's spec file, in spec-dir order.
+    let present = dirs
+        .iter()
+        .map(|d| d.join(&s.spec_file))
+        .filter(|p| p.exists())
+        .collect();
     let mtime = registry
         .spec_named(&s.spec_file)
         .and_then(|l| std::fs::metadata(&l.path).ok())

@@ -1026,3 +1026,64 @@ fn run_verdicts_ignore_insta_variables_and_demand_the_declared_cause() {
         "{text}"
     );
 }
+
+/// A first run without a stored snapshot records `.snap.new` and reports `new` (exit 0,
+/// nothing compared); in CI mode the same run fails, as insta does in CI.
+#[test]
+fn a_first_snapshot_is_new_outside_ci_and_a_failure_in_ci() {
+    if let Some(reason) = skip_reason() {
+        cannot_run(&reason);
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = tempfile::tempdir().expect("tempdir");
+    let json = work.path().join("report.json");
+    let run = |ci: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"));
+        c.args([
+            "run",
+            "--backend",
+            "sim",
+            "--quiet",
+            "--filter",
+            "spec_snapshot",
+            "--scenario",
+        ])
+        .arg(root.join("scenarios/seed.toml"))
+        .arg("--snapshots")
+        .arg(work.path().join("snapshots"))
+        .arg("--json")
+        .arg(&json)
+        .env_remove("CI");
+        if ci {
+            c.arg("--ci");
+        }
+        c.output().expect("cdi-harness runs")
+    };
+    let out = run(false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = cdi_harness::report::read_json(&json).expect("report");
+    assert_eq!(report.results.len(), 1);
+    assert_eq!(report.results[0].status, cdi_harness::outcome::Status::New);
+    let pending = work.path().join("snapshots/sim/seed.snap.new");
+    assert!(
+        pending.is_file(),
+        "the first run records {}",
+        pending.display()
+    );
+    assert!(!work.path().join("snapshots/sim/seed.snap").exists());
+    let out = run(true);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = cdi_harness::report::read_json(&json).expect("report");
+    assert_eq!(report.results[0].status, cdi_harness::outcome::Status::Fail);
+}

@@ -1,8 +1,6 @@
 //! The checks of the spec files themselves: present, valid, the devices they resolve,
 //! their snapshot, and the cross-checks against the driver's GPUs.
 
-use std::path::PathBuf;
-
 use crate::cdi::{LoadedSpec, Notice, Registry};
 use crate::check_id::CheckId;
 use crate::hints::SPEC_MISSING_FIX;
@@ -243,13 +241,4 @@ pub(super) fn gpu_cross_check(s: &Scenario, facts: &Facts, id: &CheckId) -> Verd
         return v.because(Cause::SpecStale);
     }
     v
-}
-
-/// The existing copies of the scenario's spec file among `dirs`, in order: what the
-/// runner records as [`Facts::spec_files`].
-pub fn existing_spec_files(s: &Scenario, dirs: &[PathBuf]) -> Vec<PathBuf> {
-    dirs.iter()
-        .map(|d| d.join(&s.spec_file))
-        .filter(|p| p.exists())
-        .collect()
 }
