@@ -47,6 +47,10 @@ enum Command {
         /// dockerd for the private engine.
         #[arg(long, value_name = "PATH")]
         dockerd: Option<PathBuf>,
+        /// Also time the whole `sim` suite in this directory once and report the
+        /// harness's peak RSS (`--suite none` skips it).
+        #[arg(long, value_name = "DIR", default_value = "scenarios")]
+        suite: PathBuf,
     },
     /// Work with scenario files.
     Scenario {
@@ -236,7 +240,8 @@ fn main() -> ExitCode {
             iterations,
             scenario,
             dockerd,
-        } => bench(&scenario, dockerd, iterations),
+            suite,
+        } => bench(&scenario, dockerd, iterations, &suite),
         Command::Scenario { command } => match command {
             ScenarioCommand::Check { paths } => match load_scenarios(&paths) {
                 Ok((s, _)) => {
@@ -516,7 +521,7 @@ fn run(args: RunArgs) -> ExitCode {
     code
 }
 
-fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
+fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize, suite: &Path) -> ExitCode {
     let seed = match scenario::load(file) {
         Ok(s) => s,
         Err(e) => return config_error(e),
@@ -537,11 +542,28 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         file.display()
     );
     match rt.block_on(cdi_harness::bench::run(
-        &seed, file, &exe, dockerd, iterations,
+        &seed,
+        file,
+        &exe,
+        dockerd.clone(),
+        iterations,
     )) {
         Ok(r) => {
             print!("{}", r.render());
-            ExitCode::SUCCESS
+            if suite == Path::new("none") {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("timing the whole sim suite in {} once…", suite.display());
+            match rt.block_on(cdi_harness::bench::suite(&exe, suite, dockerd.as_deref())) {
+                Ok(m) => {
+                    print!("{}", m.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
