@@ -212,6 +212,20 @@ pub struct Plan {
     pub skipped: BTreeMap<String, String>,
 }
 
+impl Plan {
+    /// On a host, the skipped scenarios that model other machines and apply on `sim`
+    /// (the broken-machine models): what `cargo test` with `CDI_HARNESS_SIM_TOO=1` runs
+    /// on the sim backend in the same run, labelled simulated.
+    pub fn for_sim_instead(&self) -> Vec<String> {
+        self.scenarios
+            .iter()
+            .filter(|s| self.skipped.contains_key(&s.name))
+            .filter(|s| !s.applies_at(Place::Host) && s.applies_at(Place::Sim))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
 /// Decides scenario by scenario what a run at `place` checks, with the driver's answer
 /// `gpus` (`None`: not asked, as on `sim`):
 /// - a scenario whose `applies-to` lacks `place` is skipped (it models another machine:
@@ -501,6 +515,12 @@ mod tests {
         }
         let multi = p.skipped.get("multi-gpu").cloned().unwrap_or_default();
         assert!(multi.contains("4 GPU(s); this one has 1"), "{multi}");
+        // The broken models (not multi-gpu, a healthy machine) are what sim may run instead.
+        let mut instead = p.for_sim_instead();
+        instead.sort();
+        let mut broken = BROKEN.map(String::from).to_vec();
+        broken.sort();
+        assert_eq!(instead, broken);
         for name in ["seed", "rootless-default"] {
             assert!(!p.skipped.contains_key(name), "{name}: {:?}", p.skipped);
             let s = p

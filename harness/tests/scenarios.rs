@@ -59,11 +59,7 @@ fn main() {
     let sim_too = backend == BackendKind::Host
         && std::env::var("CDI_HARNESS_SIM_TOO").is_ok_and(|v| v == "1");
     let on_sim: BTreeSet<String> = if sim_too {
-        plan.scenarios
-            .iter()
-            .filter(|s| !s.applies_at(Place::Host) && s.applies_at(Place::Sim))
-            .map(|s| s.name.clone())
-            .collect()
+        plan.for_sim_instead().into_iter().collect()
     } else {
         BTreeSet::new()
     };
