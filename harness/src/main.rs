@@ -478,10 +478,15 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let backend = choice.backend;
     // Which scenarios apply to the machine checked, with count = "auto" resolved.
-    let plan = cdi_harness::select::plan(
+    let plan = cdi_harness::select::plan_for(
         &scenarios,
         cdi_harness::select::place_of(backend, args.in_vm),
         choice.gpus.as_ref(),
+        // An explicit --docker-host is the engine checked: the default one says nothing.
+        choice
+            .engine
+            .as_ref()
+            .filter(|_| args.docker_host.is_none()),
     );
     let scenarios = plan.scenarios;
     let snapshot_dir = args

@@ -47,6 +47,37 @@ pub struct Choice {
     /// The driver's answer, when it was asked (the auto choice and `host` ask it):
     /// [`plan`] needs it for `count = "auto"` and the GPU-count rule.
     pub gpus: Option<Result<Inventory, GpuError>>,
+    /// The default engine, when it answered: where it is and whether it runs rootless.
+    /// [`plan_for`] skips on a host the scenarios whose default engine is the other kind.
+    pub engine: Option<DefaultEngine>,
+}
+
+/// The machine's default engine as `docker` would reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultEngine {
+    /// Its socket.
+    pub socket: PathBuf,
+    /// How it was chosen (`DOCKER_HOST`, the rootful socket, the rootless socket).
+    pub how: String,
+    /// Whether it runs rootless (`docker info`).
+    pub rootless: bool,
+}
+
+/// `docker info` of the default engine, with where it is.
+fn probe_engine(host: &dyn HostSource) -> Result<(String, PathBuf, EngineInfo), String> {
+    default_engine_socket(host).and_then(|(how, path)| {
+        host.docker_info(&path)
+            .map(|info| (how, path.clone(), info))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    })
+}
+
+fn default_engine(probed: &Result<(String, PathBuf, EngineInfo), String>) -> Option<DefaultEngine> {
+    probed.as_ref().ok().map(|(how, path, info)| DefaultEngine {
+        socket: path.clone(),
+        how: how.clone(),
+        rootless: info.rootless,
+    })
 }
 
 /// The engine `host` would reach by default, as `docker` itself chooses it:
@@ -171,20 +202,18 @@ pub fn choose(value: Option<&str>, host: &dyn HostSource) -> Result<Choice, Sele
             backend: BackendKind::Sim,
             why: format!("sim: {BACKEND_ENV}=sim or --backend sim"),
             gpus: None,
+            engine: None,
         }),
         Some("host") => Ok(Choice {
             backend: BackendKind::Host,
             why: format!("host: {BACKEND_ENV}=host or --backend host"),
             gpus: Some(driver_gpus(host)),
+            engine: default_engine(&probe_engine(host)),
         }),
         None | Some("auto") => {
             let gpus = driver_gpus(host);
             let engine = if matches!(&gpus, Ok(inv) if !inv.gpus.is_empty()) {
-                default_engine_socket(host).and_then(|(how, path)| {
-                    host.docker_info(&path)
-                        .map(|info| (how, path.clone(), info))
-                        .map_err(|e| format!("{}: {e}", path.display()))
-                })
+                probe_engine(host)
             } else {
                 Err("not probed".to_string())
             };
@@ -193,6 +222,7 @@ pub fn choose(value: Option<&str>, host: &dyn HostSource) -> Result<Choice, Sele
                 backend,
                 why,
                 gpus: Some(gpus),
+                engine: default_engine(&engine),
             })
         }
         Some(other) => Err(SelectError::BadOverride {
@@ -239,6 +269,19 @@ pub fn plan(
     place: Place,
     gpus: Option<&Result<Inventory, GpuError>>,
 ) -> Plan {
+    plan_for(scenarios, place, gpus, None)
+}
+
+/// [`plan`] for a run that knows the machine's default engine (`engine`, from
+/// [`Choice::engine`]): on a host, a scenario whose default Docker is rootless where the
+/// machine's is rootful (or the other way round) models another machine and is skipped
+/// too; in a scenario's own VM that is a failure for `engine_mode` to report, not a skip.
+pub fn plan_for(
+    scenarios: &[Scenario],
+    place: Place,
+    gpus: Option<&Result<Inventory, GpuError>>,
+    engine: Option<&DefaultEngine>,
+) -> Plan {
     let mut out = Plan::default();
     for s in scenarios {
         let mut resolved = s.clone();
@@ -255,6 +298,18 @@ pub fn plan(
             ))
         } else if place == Place::Sim {
             None
+        } else if let Some(e) =
+            engine.filter(|e| place == Place::Host && e.rootless != s.facts.rootless_default)
+        {
+            let mode = |rootless: bool| if rootless { "rootless" } else { "rootful" };
+            Some(format!(
+                "{} models a machine whose default Docker is {}; this one's ({}, {}) is {}",
+                s.name,
+                mode(s.facts.rootless_default),
+                e.socket.display(),
+                e.how,
+                mode(e.rootless)
+            ))
         } else {
             match (s.gpus.declared, gpus) {
                 (GpuCount::Auto, Some(Ok(inv))) => match s.with_inventory(inv) {
@@ -534,6 +589,49 @@ mod tests {
             assert!(s.check_names().contains(&"device_0".to_string()));
             assert!(!s.check_names().contains(&"device_1".to_string()));
         }
+    }
+
+    #[test]
+    fn the_default_engines_mode_decides_between_seed_and_rootless_default_on_a_host() {
+        let all = scenarios();
+        let inv = Ok(h100());
+        let rootful = DefaultEngine {
+            socket: PathBuf::from("/run/docker.sock"),
+            how: "the rootful socket".into(),
+            rootless: false,
+        };
+        let p = plan_for(&all, Place::Host, Some(&inv), Some(&rootful));
+        assert!(!p.skipped.contains_key("seed"), "{:?}", p.skipped);
+        let why = p
+            .skipped
+            .get("rootless-default")
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            why.contains("default Docker is rootless; this one's (/run/docker.sock, the rootful socket) is rootful"),
+            "{why}"
+        );
+        let rootless = DefaultEngine {
+            rootless: true,
+            ..rootful
+        };
+        let p = plan_for(&all, Place::Host, Some(&inv), Some(&rootless));
+        assert!(p.skipped.contains_key("seed"));
+        assert!(!p.skipped.contains_key("rootless-default"));
+        // In a scenario's own VM a mismatch is engine_mode's failure, not a skip.
+        let p = plan_for(&all, Place::Vm, Some(&inv), Some(&rootless));
+        assert!(!p.skipped.contains_key("seed"));
+    }
+
+    #[test]
+    fn choose_reports_the_default_engine() {
+        let c = choose(Some("host"), &Machine::new(Ok(h100()), true)).expect("chosen");
+        let e = c.engine.expect("probed");
+        assert_eq!(e.socket, PathBuf::from("/run/docker.sock"));
+        assert!(!e.rootless);
+        let mut m = Machine::new(Ok(h100()), true);
+        m.sockets.clear();
+        assert!(choose(None, &m).expect("chosen").engine.is_none());
     }
 
     #[test]

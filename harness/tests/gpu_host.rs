@@ -2,9 +2,10 @@
 //! GPU host (the simulated CDI spec of two GPUs in its spec dirs), chosen by the auto
 //! choice ([`select::choose`], probing that engine) and checked by the `host` backend, with the matching simulated inventory given through the runner's labelled
 //! stand-in seam (`RunOptions::stand_in_gpus`) instead of NVML. The plan is the one
-//! `tests/scenarios.rs` and `run --backend auto` make ([`select::plan`]): the seed
+//! `tests/scenarios.rs` and `run --backend auto` make ([`select::plan_for`]): the seed
 //! (`count = "auto"`) runs with the machine's two GPUs and passes, the broken-machine
-//! models and `multi-gpu` (four GPUs) are skipped with their reasons, and every result
+//! models, `multi-gpu` (four GPUs) and `rootless-default` (the engine is rootful) are
+//! skipped with their reasons, and every result
 //! and the report say simulated. A second test builds `--image local`'s kind of image
 //! (busybox plus the glibc a host program needs) and runs that program in it.
 //!
@@ -123,17 +124,12 @@ async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_re
     // The machine: two GPUs as the driver would report them (simulated, labelled so).
     let inventory = sim_inventory(2);
     let scenarios = shipped();
-    let plan = select::plan(&scenarios, Place::Host, Some(&Ok(inventory.clone())));
-    let skipped: BTreeSet<&str> = plan.skipped.keys().map(String::as_str).collect();
-    let mut want: BTreeSet<&str> = BROKEN.into_iter().collect();
-    want.insert("multi-gpu");
-    assert_eq!(skipped, want, "{:#?}", plan.skipped);
-    let seed = plan
-        .scenarios
+    let seed = scenarios
         .iter()
         .find(|s| s.name == "seed")
-        .expect("seed planned")
-        .clone();
+        .expect("seed")
+        .with_inventory(&inventory)
+        .expect("resolved");
     assert_eq!(seed.gpus.count, 2, "count = \"auto\" is the machine's");
 
     // The engine that looks like this GPU host: the seed's simulated spec for two GPUs.
@@ -144,7 +140,7 @@ async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_re
     // The auto choice on this machine, probing the real engine: host, with the reason.
     let machine = SimulatedGpuHost {
         socket: env.engine.socket_path().to_path_buf(),
-        gpus: sim_inventory(2),
+        gpus: inventory.clone(),
     };
     let socket = machine.socket.clone();
     let choice = tokio::task::spawn_blocking(move || select::choose(None, &machine))
@@ -159,6 +155,20 @@ async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_re
         "{}",
         choice.why
     );
+    assert_eq!(choice.engine.as_ref().map(|e| e.rootless), Some(false));
+
+    // The plan `cargo test` makes from that choice.
+    let plan = select::plan_for(
+        &scenarios,
+        Place::Host,
+        choice.gpus.as_ref(),
+        choice.engine.as_ref(),
+    );
+    let skipped: BTreeSet<&str> = plan.skipped.keys().map(String::as_str).collect();
+    let mut want: BTreeSet<&str> = BROKEN.into_iter().collect();
+    want.insert("multi-gpu");
+    want.insert("rootless-default");
+    assert_eq!(skipped, want, "{:#?}", plan.skipped);
     let snapshots = tempfile::tempdir().expect("tempdir");
     let mut opts = RunOptions::new(BackendKind::Host, snapshots.path().to_path_buf());
     opts.host_endpoint = Some(Endpoint::unix(
@@ -170,14 +180,8 @@ async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_re
     opts.not_applicable = plan.skipped.clone();
     // No stored host snapshot for this engine: a first one is recorded, not a failure.
     opts.ci = false;
-    // The seed and everything skipped; rootless-default needs a rootless engine of its own.
-    let run: Vec<scenario::Scenario> = plan
-        .scenarios
-        .iter()
-        .filter(|s| s.name == "seed" || plan.skipped.contains_key(&s.name))
-        .cloned()
-        .collect();
-    let report = runner::run_scenarios(&run, &opts).await;
+    // Every shipped scenario: the seed runs, the rest are skipped with their reasons.
+    let report = runner::run_scenarios(&plan.scenarios, &opts).await;
     env.stop().await;
 
     assert!(report.simulated, "the report must say simulated");
@@ -241,6 +245,15 @@ async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_re
             r.message
         );
     }
+    let rootless = status("rootless-default", "engine_mode");
+    assert_eq!(rootless.status, Status::Skip);
+    assert!(
+        rootless
+            .message
+            .contains("default Docker is rootless; this one's"),
+        "{}",
+        rootless.message
+    );
     let multi = status("multi-gpu", "device_all");
     assert_eq!(multi.status, Status::Skip);
     assert!(

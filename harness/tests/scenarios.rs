@@ -54,7 +54,12 @@ fn main() {
         }
     }
     let place = select::place_of(backend, false);
-    let plan = select::plan(&scenarios, place, choice.gpus.as_ref());
+    let plan = select::plan_for(
+        &scenarios,
+        place,
+        choice.gpus.as_ref(),
+        choice.engine.as_ref(),
+    );
     // On a host, the scenarios that model other machines may run on sim alongside.
     let sim_too = backend == BackendKind::Host
         && std::env::var("CDI_HARNESS_SIM_TOO").is_ok_and(|v| v == "1");

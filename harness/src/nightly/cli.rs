@@ -203,10 +203,11 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
         }
     };
     let backend = choice.backend;
-    let plan = crate::select::plan(
+    let plan = crate::select::plan_for(
         &scenarios,
         crate::select::place_of(backend, false),
         choice.gpus.as_ref(),
+        choice.engine.as_ref(),
     );
     let scenarios = plan.scenarios;
     if !args.quiet {
