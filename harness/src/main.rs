@@ -9,6 +9,33 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `println!` that never panics: output to a closed pipe (`… | head -c 300`) ends
+/// quietly instead of aborting the program (std's `println!` panics on EPIPE).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let _ = write!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+
+/// `eprintln!` that never panics: stderr may be the same closed pipe (`2>&1 | head`).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use cdi_harness::outcome::BackendKind;
 use cdi_harness::runner::{self, RunOptions};
 use cdi_harness::{cdi, report, scenario};
@@ -231,7 +258,7 @@ fn main() -> ExitCode {
         Command::Scenario { command } => match command {
             ScenarioCommand::Check { paths } => match load_scenarios(&paths) {
                 Ok((s, _)) => {
-                    println!("{} scenario(s) are valid", s.len());
+                    outln!("{} scenario(s) are valid", s.len());
                     ExitCode::SUCCESS
                 }
                 Err(e) => config_error(e),
@@ -239,7 +266,7 @@ fn main() -> ExitCode {
             ScenarioCommand::Export { file } => match scenario::load(&file) {
                 Ok(s) => match serde_json::to_string_pretty(&s.export_json()) {
                     Ok(text) => {
-                        println!("{text}");
+                        outln!("{text}");
                         ExitCode::SUCCESS
                     }
                     Err(e) => config_error(format!("{}: cannot print JSON: {e}", file.display())),
@@ -252,7 +279,7 @@ fn main() -> ExitCode {
             ScenarioCommand::SimDaemonJson { file } => match scenario::load(&file) {
                 Ok(s) => {
                     let json = cdi_harness::nixos_eval::sim_daemon_json(&s);
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::to_string_pretty(&json).unwrap_or_default()
                     );
@@ -282,11 +309,11 @@ fn doctor(json: bool, fix: bool) -> ExitCode {
     let report = cdi_harness::doctor::run_with_fix(&cdi_harness::host::SystemHost, fix);
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(t) => println!("{t}"),
+            Ok(t) => outln!("{t}"),
             Err(e) => return config_error(format!("cannot print JSON: {e}")),
         }
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     ExitCode::from(report.exit_code())
 }
@@ -299,16 +326,16 @@ fn gpu_inventory(json: bool) -> ExitCode {
         Ok(inv) => {
             if json {
                 match serde_json::to_string_pretty(&inv) {
-                    Ok(t) => println!("{t}"),
+                    Ok(t) => outln!("{t}"),
                     Err(e) => return config_error(format!("cannot print JSON: {e}")),
                 }
             } else {
-                println!("{}", inv.summary());
+                outln!("{}", inv.summary());
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(if e.is_unavailable() { 3 } else { 1 })
         }
     }
@@ -319,17 +346,17 @@ fn gpu_inventory(json: bool) -> ExitCode {
 fn lint(files: &[PathBuf]) -> ExitCode {
     let report = cdi_harness::lint::lint_paths(files);
     for finding in &report.findings {
-        println!("{finding}");
+        outln!("{finding}");
     }
     for error in &report.errors {
-        eprintln!("{error}");
+        errln!("{error}");
     }
-    eprintln!("cdi-harness lint: {}", report.summary());
+    errln!("cdi-harness lint: {}", report.summary());
     ExitCode::from(report.exit_code())
 }
 
 fn config_error(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+    errln!("error: {msg}");
     ExitCode::from(2)
 }
 
@@ -351,7 +378,7 @@ fn list(paths: &[PathBuf]) -> ExitCode {
     };
     for s in &scenarios {
         for c in s.check_names() {
-            println!("{}::{c}", s.name);
+            outln!("{}::{c}", s.name);
         }
     }
     ExitCode::SUCCESS
@@ -428,16 +455,18 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if !args.quiet {
         opts.progress = Some(Arc::new(move |r| {
-            eprintln!("{}", report::progress_line(r, color))
+            errln!("{}", report::progress_line(r, color))
         }));
     }
+    // Even with --quiet: removing what a dead run left is worth a line.
+    opts.notice = Some(Arc::new(|text: &str| errln!("note: {text}")));
     if backend == BackendKind::Sim && args.image.is_some() {
-        eprintln!(
+        errln!(
             "note: --image applies to the host backend; sim runs its own busybox image with a simulated nvidia-smi"
         );
     }
     if !args.quiet {
-        eprintln!(
+        errln!(
             "cdi-harness: {} scenario(s) on the {} backend{}",
             scenarios.len(),
             backend.as_str(),
@@ -456,24 +485,14 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
     };
+    let signalled = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let report = rt.block_on(async {
-        let cancel = opts.cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\ninterrupted: removing this run's containers and stopping private engines…"
-                );
-                cancel.cancel();
-            }
-        });
+        tokio::spawn(watch_signals(opts.cancel.clone(), signalled.clone()));
         runner::run_scenarios(&scenarios, &opts).await
     });
 
-    let width = terminal_width();
-    print!(
-        "{}",
-        report::summary_table(&report, width, color && std::io::stdout().is_terminal())
-    );
+    // The report files first: they must not depend on the terminal (a closed stdout,
+    // a second signal while the table prints).
     let mut code = if report.succeeded() {
         ExitCode::SUCCESS
     } else {
@@ -481,26 +500,79 @@ fn run(args: RunArgs) -> ExitCode {
     };
     if let Some(p) = &args.json {
         if let Err(e) = report::write_json(&report, p) {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
     if let Some(p) = &args.junit {
         if let Err(e) = report::write_junit(&report, p) {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
     if let Some(p) = &args.markdown {
-        if let Err(e) = write_text(p, &report::markdown(&report)) {
-            eprintln!("error: cannot write {}: {e}", p.display());
+        if let Err(e) = report::write_markdown(&report, p) {
+            errln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
+    let width = terminal_width();
+    out!(
+        "{}",
+        report::summary_table(&report, width, color && std::io::stdout().is_terminal())
+    );
     if opts.cancel.is_cancelled() {
-        return ExitCode::from(130);
+        return ExitCode::from(match signalled.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => 130,
+            n => n,
+        });
     }
     code
+}
+
+/// Ctrl-C, SIGTERM (`systemctl stop`, CI time-outs) and SIGHUP (a closed terminal) all
+/// stop a run alike: the first cancels the in-flight engine calls, the run cleans up
+/// under its own short deadline and reports `interrupted`; its exit code (128 + the
+/// signal) goes to `code`. A second signal exits at once, saying what may be left,
+/// because an operator who presses Ctrl-C twice will not wait for a hung engine.
+async fn watch_signals(
+    cancel: tokio_util::sync::CancellationToken,
+    code: Arc<std::sync::atomic::AtomicU8>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term, mut hup) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            errln!(
+                "warning: cannot handle Ctrl-C, SIGTERM or SIGHUP ({e}): an interrupted run will not clean up"
+            );
+            return;
+        }
+    };
+    let mut next = async || -> (&'static str, u8) {
+        tokio::select! {
+            _ = int.recv() => ("Ctrl-C", 130),
+            _ = term.recv() => ("SIGTERM", 143),
+            _ = hup.recv() => ("SIGHUP", 129),
+        }
+    };
+    let (name, n) = next().await;
+    code.store(n, std::sync::atomic::Ordering::SeqCst);
+    errln!(
+        "\ninterrupted ({name}): cancelling engine calls, removing this run's containers and stopping private engines (again to exit at once)…"
+    );
+    cancel.cancel();
+    let (again, n) = next().await;
+    errln!(
+        "\n{again} again: exiting now without cleaning up. May be left: containers labelled {}={} on the engine, and private engines (their dockerd is sent SIGTERM as this process exits) with their /tmp/cdih-* and cdih-spec-* directories; the next `cdi-harness run` finds and removes them.",
+        cdi_harness::engine::OWNER_LABEL,
+        cdi_harness::engine::owner_value(),
+    );
+    std::process::exit(i32::from(n));
 }
 
 fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
@@ -519,7 +591,7 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
     };
-    eprintln!(
+    errln!(
         "benchmarking {} ({iterations} runs each side)…",
         file.display()
     );
@@ -527,18 +599,14 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         &seed, file, &exe, dockerd, iterations,
     )) {
         Ok(r) => {
-            print!("{}", r.render());
+            out!("{}", r.render());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(1)
         }
     }
-}
-
-fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 fn terminal_width() -> usize {
@@ -554,12 +622,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         match cdi::load_spec_file(f) {
             Err(e) => {
                 bad = true;
-                println!("{e}");
+                outln!("{e}");
             }
             Ok(spec) => {
                 let problems = cdi::validate(&spec);
                 if problems.is_empty() {
-                    println!(
+                    outln!(
                         "{}: valid ({} devices: {})",
                         f.display(),
                         spec.devices.len(),
@@ -568,7 +636,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                 } else {
                     bad = true;
                     for p in problems {
-                        println!("{}: {p}", f.display());
+                        outln!("{}: {p}", f.display());
                     }
                 }
             }
@@ -586,7 +654,7 @@ fn normalize(file: &Path) -> ExitCode {
         Err(e) => config_error(e),
         Ok(spec) => match serde_json::to_string_pretty(&cdi::normalize(&spec)) {
             Ok(text) => {
-                println!("{text}");
+                outln!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(format!(

@@ -343,6 +343,7 @@ let
     "count"
     "pci"
     "model"
+    "none"
   ];
   count =
     let
@@ -356,6 +357,10 @@ let
       throw "${file}: `gpus.count` must be a non-negative integer"
     else if rawGpus.count > 64 then
       invalid "gpus.count" "${toString rawGpus.count} GPUs is more than any machine has (at most 64)"
+    else if rawGpus.count == 0 && !(rawGpus.none or false) then
+      invalid "gpus.count" "is 0: a machine without GPUs must say so with `none = true` in [gpus]; otherwise give the number of GPUs"
+    else if rawGpus.count > 0 && (rawGpus.none or false) then
+      invalid "gpus.none" "is true but gpus.count is ${toString rawGpus.count}: remove `none` or set count = 0"
     else
       rawGpus.count;
   pci =

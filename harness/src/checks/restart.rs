@@ -43,7 +43,8 @@ pub(super) fn restart_always(_: &Scenario, facts: &Facts, _: &CheckId) -> Verdic
                 .because(Cause::EngineDied)
         }
         Some(RestartOutcome::Error(e)) => {
-            let cause = classify(e);
+            let cause = classify(e)
+                .or_else(|| e.starts_with("interrupted (").then_some(Cause::Interrupted));
             Verdict::fail(
                 format!("the restart check could not finish: {e}"),
                 cause.and_then(fix_for).map(str::to_string),

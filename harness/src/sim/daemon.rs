@@ -203,6 +203,11 @@ impl PrivateEngine {
             .unwrap_or_default();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| SimError::io(format!("chmod {}", root.display()), e))?;
+        // Who owns the directory: a later run removes it as soon as this process is
+        // gone (and its engine with it), not only after STALE_AGE.
+        let owner_path = root.join(OWNER_FILE);
+        std::fs::write(&owner_path, format!("{}\n", std::process::id()))
+            .map_err(|e| SimError::io(format!("writing {}", owner_path.display()), e))?;
 
         let spec_dirs = if opts.spec_dirs.is_empty() {
             let dir = root.join("cdi");
@@ -492,6 +497,15 @@ impl PrivateEngine {
                     .into(),
             });
         };
+        if let Some(status) = self.exited() {
+            return Err(SimError::DiedBeforeRestart {
+                status,
+                log_tail: significant_tail(&self.log_tail(200), 5)
+                    .lines()
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            });
+        }
         if let Some(child) = self.child.as_mut() {
             if let Ok(None) = child.try_wait() {
                 if let Some(pid) = child.id() {
@@ -576,6 +590,26 @@ impl PrivateEngine {
     /// anything left under the temp dir (overlay mounts), remove the temp dir.
     /// Idempotent: a second call does nothing.
     pub async fn stop(&mut self) -> Result<(), SimError> {
+        self.stop_within(STOP_GRACE).await
+    }
+
+    /// How the engine's process exited, if it did without being stopped (it died, was
+    /// killed or crashed); `None` while it runs or once [`Self::stop`] took it down.
+    pub fn exited(&mut self) -> Option<String> {
+        if self.stopped {
+            return None;
+        }
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// [`Self::stop`] giving dockerd only `grace` to exit after SIGTERM (and SIGCONT,
+    /// so that a stopped engine can act on it) before it is killed: the interrupted
+    /// run's short deadline.
+    pub async fn stop_within(&mut self, grace: Duration) -> Result<(), SimError> {
         if self.stopped {
             return Ok(());
         }
@@ -592,12 +626,10 @@ impl PrivateEngine {
                 // SAFETY: plain kill(2) on our own, not yet reaped, child.
                 unsafe {
                     libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                    libc::kill(pid as libc::pid_t, libc::SIGCONT);
                 }
             }
-            if tokio::time::timeout(STOP_GRACE, child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 kill_group(&child);
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -1431,11 +1463,22 @@ fn cleanup(
 
 /// How old an engine directory without a live engine must be before it is swept.
 const STALE_AGE: Duration = Duration::from_secs(600);
+/// The file in an engine directory naming the pid of the harness that made it.
+const OWNER_FILE: &str = "owner";
+
+/// Whether the directory's owner (its `owner` file) is a process that is gone.
+fn owner_gone(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .is_some_and(crate::engine::process_gone)
+}
 
 /// Removes `/tmp/cdih-*` directories that harness runs killed outright (SIGKILL, OOM)
 /// left behind: their dockerd died with them (`PR_SET_PDEATHSIG`) but nobody removed
-/// the directory. Only directories untouched for 10 minutes, with no live process of
-/// their engine and nothing mounted under them, are removed. Called by
+/// the directory. Only directories whose owner process is gone (their `owner` file) or,
+/// for those without one, untouched for 10 minutes, with no live process of their
+/// engine and nothing mounted under them, are removed. Called by
 /// [`PrivateEngine::start`]; returns what it removed.
 pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -1467,7 +1510,7 @@ pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
         let old_enough = newest
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= STALE_AGE);
-        if old_enough
+        if (old_enough || owner_gone(&path))
             && engine_processes(&name).is_empty()
             && mounts_under(&path).is_empty()
             && std::fs::remove_dir_all(&path).is_ok()
