@@ -293,22 +293,6 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
             }
             _ = work => {}
         }
-        if let Some(private) = sess.private.as_mut() {
-            if let Some(status) = private.engine.exited() {
-                died = Some(FactError::new(
-                    format!(
-                        "the private engine died during the run ({status}) without being asked to restart: the results after its death are not the machine's; its log ends: {}",
-                        private
-                            .engine
-                            .log_tail(5)
-                            .lines()
-                            .collect::<Vec<_>>()
-                            .join(" / ")
-                    ),
-                    Some(Cause::EngineDied),
-                ));
-            }
-        }
         spec_value = facts
             .registry
             .as_ref()
@@ -345,7 +329,18 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         } else {
             opts.timeouts.call * 3
         };
-        if tokio::time::timeout(deadline, cleanup).await.is_err() && cancelled {
+        // An interrupted private engine is taken down whole (its containers with it):
+        // asking a possibly hung engine for its containers would only cost the deadline.
+        let swept = if cancelled && sess.private.is_some() {
+            drop(cleanup);
+            if blocked.is_none() && ids.contains(&CheckId::NoLeftovers) {
+                facts.leftovers = Some(Err(interrupted("before the leftovers were looked for")));
+            }
+            Ok(())
+        } else {
+            tokio::time::timeout(deadline, cleanup).await
+        };
+        if swept.is_err() && cancelled {
             opts.notify(&format!(
                 "{}: the engine did not answer the cleanup within {} s: containers labelled {}={} may be left on it; the next run removes them",
                 s.name,
@@ -355,6 +350,21 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
             ));
         }
         if let Some(private) = sess.private.as_mut() {
+            // Checked last, so that a death at any point of the run is seen.
+            if let Some(status) = private.engine.exited() {
+                died = Some(FactError::new(
+                    format!(
+                        "the private engine died during the run ({status}) without being asked to restart: the results after its death are not the machine's; its log ends: {}",
+                        private
+                            .engine
+                            .log_tail(5)
+                            .lines()
+                            .collect::<Vec<_>>()
+                            .join(" / ")
+                    ),
+                    Some(Cause::EngineDied),
+                ));
+            }
             if cancelled {
                 private.stop_within(INTERRUPT_STOP_GRACE).await;
             } else {
@@ -1084,7 +1094,14 @@ async fn restart_and_await(
     let Some(private) = sess.private.as_mut() else {
         return R::NotRun("no private engine to restart".into());
     };
-    match private.engine.restart().await {
+    // A hung engine does not exit on SIGTERM: Ctrl-C must not wait out the grace.
+    let restarted = tokio::select! {
+        r = private.engine.restart() => r,
+        _ = opts.cancel.cancelled() => {
+            return R::Error(interrupted("while the engine restarted").message);
+        }
+    };
+    match restarted {
         Ok(()) => {}
         Err(sim::SimError::RestartUnsupported { reason }) => return R::NotRun(reason),
         Err(e) => return R::EngineRestartFailed(e.to_string()),

@@ -617,8 +617,15 @@ impl PrivateEngine {
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
+            resume(&child);
             let socket = self.socket.clone();
-            let _ = tokio::task::spawn_blocking(move || kill_all_containers(&socket)).await;
+            // Bounded by the grace too: a hung engine must not hold a short stop up
+            // (the blocking task ends on its own socket timeouts).
+            let _ = tokio::time::timeout(
+                grace,
+                tokio::task::spawn_blocking(move || kill_all_containers(&socket)),
+            )
+            .await;
             if let Some(pid) = child.id() {
                 tree = process_tree(pid);
             }
@@ -626,7 +633,6 @@ impl PrivateEngine {
                 // SAFETY: plain kill(2) on our own, not yet reaped, child.
                 unsafe {
                     libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                    libc::kill(pid as libc::pid_t, libc::SIGCONT);
                 }
             }
             if tokio::time::timeout(grace, child.wait()).await.is_err() {
@@ -666,6 +672,7 @@ impl Drop for PrivateEngine {
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
+            resume(&child);
             kill_all_containers(&self.socket);
             if let Some(pid) = child.id() {
                 tree = process_tree(pid);
@@ -776,6 +783,20 @@ fn kill_group(child: &tokio::process::Child) {
         // process_group(0), so its pgid is its pid).
         unsafe {
             libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends SIGCONT to the engine's process group: an engine someone stopped (SIGSTOP,
+/// a debugger, a frozen cgroup) cannot act on the SIGTERM that takes it down, and a
+/// stop that waits out its grace for nothing holds an interrupted run up.
+fn resume(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the process group of our own unreaped child (spawned with
+        // process_group(0)), and on the child itself; SIGCONT harms no running process.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGCONT);
+            libc::kill(pid as libc::pid_t, libc::SIGCONT);
         }
     }
 }
