@@ -631,8 +631,14 @@ impl Engine {
     /// refusal (the `--gpus` and unresolvable-device errors) is an outcome, not an error.
     pub async fn run(&self, req: &RunRequest) -> Result<RunOutcome, EngineError> {
         let body = self.create_body(req);
-        let created = match self
-            .call("create container", self.docker.create_container(None, body))
+        // Not cancelled: a create abandoned mid-flight would still create the
+        // container after the cleanup looked, and nobody would remove it.
+        let settle = self.uncancelled();
+        let created = match settle
+            .call(
+                "create container",
+                settle.docker.create_container(None, body),
+            )
             .await
         {
             Ok(c) => c,
@@ -733,8 +739,14 @@ impl Engine {
                 maximum_retry_count: None,
             });
         }
-        let id = match self
-            .call("create container", self.docker.create_container(None, body))
+        // Not cancelled: a create abandoned mid-flight would still create the
+        // container after the cleanup looked, and nobody would remove it.
+        let settle = self.uncancelled();
+        let id = match settle
+            .call(
+                "create container",
+                settle.docker.create_container(None, body),
+            )
             .await
         {
             Ok(c) => c.id,
@@ -802,10 +814,13 @@ impl Engine {
             .force(true)
             .v(true)
             .build();
-        match self
+        // Not cancelled: removal is the cleanup an interruption must still get
+        // (bounded by the call timeout and by the interrupted run's own deadline).
+        let settle = self.uncancelled();
+        match settle
             .call(
                 "remove container",
-                self.docker.remove_container(id, Some(opts)),
+                settle.docker.remove_container(id, Some(opts)),
             )
             .await
         {

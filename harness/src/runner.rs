@@ -44,7 +44,7 @@ const INTERRUPT_CLEANUP: Duration = Duration::from_secs(5);
 const INTERRUPT_STOP_GRACE: Duration = Duration::from_secs(3);
 /// A container of a dead run is removed only when older than this, so that a run
 /// starting as its owner exits does not race its last removals.
-const DEAD_RUN_GRACE: Duration = Duration::from_secs(10);
+const DEAD_RUN_GRACE: Duration = Duration::from_secs(5);
 
 /// How to run.
 #[derive(Clone)]
