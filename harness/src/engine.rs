@@ -175,13 +175,15 @@ pub enum EngineError {
     },
     /// The engine's wait for a container ended without an exit status.
     #[error(
-        "the engine at {endpoint} ended its wait for container {id} without an exit status: the engine stopped or restarted under it; check the engine's log (`journalctl -u docker`) and run again"
+        "the engine at {endpoint} ended its wait for container {id} without an exit status: the engine stopped or restarted under it: {hint}"
     )]
     NoExitCode {
         /// Where.
         endpoint: String,
         /// The container.
         id: String,
+        /// What to do.
+        hint: String,
     },
     /// The `docker` CLI could not be run.
     #[error("cannot run the docker CLI {cli}: {message}")]
@@ -354,13 +356,15 @@ impl Engine {
         if let Some(path) = endpoint.socket_path() {
             match std::fs::metadata(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(EngineError::NoSocket {
-                        path,
-                        hint: format!(
+                    let hint = if endpoint.source == PRIVATE_ENGINE_SOURCE {
+                        down_hint(&endpoint)
+                    } else {
+                        format!(
                             "chosen from {}; start the engine (`sudo systemctl start docker`; with enableOnBoot = false the socket unit starts it on first use) or set DOCKER_HOST",
                             endpoint.source
-                        ),
-                    });
+                        )
+                    };
+                    return Err(EngineError::NoSocket { path, hint });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(EngineError::PermissionDenied { path });
@@ -690,6 +694,7 @@ impl Engine {
             return Err(EngineError::NoExitCode {
                 endpoint: self.endpoint.uri.clone(),
                 id: id.to_string(),
+                hint: down_hint(&self.endpoint),
             });
         };
         let docker = self.docker.clone();
@@ -1305,5 +1310,48 @@ mod wait_tests {
             }
             other => panic!("a wait without a status must be an error, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_socket_says_so_with_advice_for_its_engine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("d.sock");
+        // The socket file stays, nobody listens: ECONNREFUSED.
+        drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+        let timeouts = Timeouts {
+            call: Duration::from_secs(2),
+            ..Timeouts::default()
+        };
+        let private = Engine::connect(Endpoint::unix(&sock, PRIVATE_ENGINE_SOURCE), timeouts, "t")
+            .await
+            .expect_err("refused");
+        let text = private.to_string();
+        assert!(
+            matches!(private, EngineError::Refused { .. }),
+            "{private:?}"
+        );
+        assert!(text.contains("refused the connection (`ping`)"), "{text}");
+        assert!(text.contains("the harness's own private engine"), "{text}");
+        for wrong in ["systemctl", "docker -H", "hyper", "DOCKER_HOST"] {
+            assert!(!text.contains(wrong), "{wrong} in {text}");
+        }
+        let machine = Engine::connect(Endpoint::unix(&sock, "the rootful socket"), timeouts, "t")
+            .await
+            .expect_err("refused");
+        assert!(
+            machine.to_string().contains("systemctl status docker"),
+            "{machine}"
+        );
+    }
+
+    #[test]
+    fn a_gone_process_is_told_from_a_live_one() {
+        assert!(!process_gone(std::process::id()));
+        assert!(!process_gone(1), "init is alive (EPERM counts as alive)");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert!(process_gone(pid));
+        assert!(owner_value().ends_with(&format!("/{}", std::process::id())));
     }
 }

@@ -269,7 +269,7 @@ pub fn parse_spec(path: &Path, bytes: &[u8]) -> Result<Spec, CdiError> {
             path: path.to_path_buf(),
         });
     }
-    match format {
+    let parsed = match format {
         Format::Json => match serde_json::from_slice::<Spec>(bytes) {
             Ok(spec) => Ok(spec),
             Err(json_err) => match serde_yaml_ng::from_slice::<Spec>(bytes) {
@@ -291,7 +291,29 @@ pub fn parse_spec(path: &Path, bytes: &[u8]) -> Result<Spec, CdiError> {
                 column: location.as_ref().map(|l| l.column()),
             }
         }),
-    }
+    };
+    // The parsers' words for bad bytes ("invalid unicode code point", "incomplete
+    // UTF-8 octet sequence") do not say that the file is not text: say it.
+    parsed.map_err(|e| match (e, std::str::from_utf8(bytes)) {
+        (
+            CdiError::Parse {
+                path,
+                reason,
+                line,
+                column,
+            },
+            Err(utf8),
+        ) => CdiError::Parse {
+            path,
+            reason: format!(
+                "{reason} (the file is not valid UTF-8: first invalid byte at offset {}; CDI specs are UTF-8 JSON or YAML)",
+                utf8.valid_up_to()
+            ),
+            line,
+            column,
+        },
+        (other, _) => other,
+    })
 }
 
 /// Reads and parses one spec file; a read failure names the file and says what to check.
