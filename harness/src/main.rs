@@ -9,17 +9,21 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// `println!` that never panics: output to a closed pipe (`… | head -c 300`) ends
-/// quietly instead of aborting the program (std's `println!` panics on EPIPE).
-macro_rules! outln {
+// Terminal output that never panics: std's `println!` panics on EPIPE, so output to a
+// closed pipe (`… | head -c 300`, `2>&1 | head`) would abort the program (exit 101)
+// instead of ending quietly. These shadow std's macros for the whole binary, so every
+// command (and every line added later) gets them.
+
+/// `println!` that ignores a closed stdout.
+macro_rules! println {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
 
-/// `print!` that never panics (see [`outln`]).
-macro_rules! out {
+/// `print!` that ignores a closed stdout.
+macro_rules! print {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let mut stdout = std::io::stdout();
@@ -28,8 +32,8 @@ macro_rules! out {
     }};
 }
 
-/// `eprintln!` that never panics: stderr may be the same closed pipe (`2>&1 | head`).
-macro_rules! errln {
+/// `eprintln!` that ignores a closed stderr (it may be the same pipe: `2>&1 | head`).
+macro_rules! eprintln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), $($arg)*);
@@ -258,7 +262,7 @@ fn main() -> ExitCode {
         Command::Scenario { command } => match command {
             ScenarioCommand::Check { paths } => match load_scenarios(&paths) {
                 Ok((s, _)) => {
-                    outln!("{} scenario(s) are valid", s.len());
+                    println!("{} scenario(s) are valid", s.len());
                     ExitCode::SUCCESS
                 }
                 Err(e) => config_error(e),
@@ -266,7 +270,7 @@ fn main() -> ExitCode {
             ScenarioCommand::Export { file } => match scenario::load(&file) {
                 Ok(s) => match serde_json::to_string_pretty(&s.export_json()) {
                     Ok(text) => {
-                        outln!("{text}");
+                        println!("{text}");
                         ExitCode::SUCCESS
                     }
                     Err(e) => config_error(format!("{}: cannot print JSON: {e}", file.display())),
@@ -279,7 +283,7 @@ fn main() -> ExitCode {
             ScenarioCommand::SimDaemonJson { file } => match scenario::load(&file) {
                 Ok(s) => {
                     let json = cdi_harness::nixos_eval::sim_daemon_json(&s);
-                    outln!(
+                    println!(
                         "{}",
                         serde_json::to_string_pretty(&json).unwrap_or_default()
                     );
@@ -309,11 +313,11 @@ fn doctor(json: bool, fix: bool) -> ExitCode {
     let report = cdi_harness::doctor::run_with_fix(&cdi_harness::host::SystemHost, fix);
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(t) => outln!("{t}"),
+            Ok(t) => println!("{t}"),
             Err(e) => return config_error(format!("cannot print JSON: {e}")),
         }
     } else {
-        out!("{}", report.render());
+        print!("{}", report.render());
     }
     ExitCode::from(report.exit_code())
 }
@@ -326,16 +330,16 @@ fn gpu_inventory(json: bool) -> ExitCode {
         Ok(inv) => {
             if json {
                 match serde_json::to_string_pretty(&inv) {
-                    Ok(t) => outln!("{t}"),
+                    Ok(t) => println!("{t}"),
                     Err(e) => return config_error(format!("cannot print JSON: {e}")),
                 }
             } else {
-                outln!("{}", inv.summary());
+                println!("{}", inv.summary());
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            errln!("error: {e}");
+            eprintln!("error: {e}");
             ExitCode::from(if e.is_unavailable() { 3 } else { 1 })
         }
     }
@@ -346,17 +350,17 @@ fn gpu_inventory(json: bool) -> ExitCode {
 fn lint(files: &[PathBuf]) -> ExitCode {
     let report = cdi_harness::lint::lint_paths(files);
     for finding in &report.findings {
-        outln!("{finding}");
+        println!("{finding}");
     }
     for error in &report.errors {
-        errln!("{error}");
+        eprintln!("{error}");
     }
-    errln!("cdi-harness lint: {}", report.summary());
+    eprintln!("cdi-harness lint: {}", report.summary());
     ExitCode::from(report.exit_code())
 }
 
 fn config_error(msg: impl std::fmt::Display) -> ExitCode {
-    errln!("error: {msg}");
+    eprintln!("error: {msg}");
     ExitCode::from(2)
 }
 
@@ -378,7 +382,7 @@ fn list(paths: &[PathBuf]) -> ExitCode {
     };
     for s in &scenarios {
         for c in s.check_names() {
-            outln!("{}::{c}", s.name);
+            println!("{}::{c}", s.name);
         }
     }
     ExitCode::SUCCESS
@@ -455,18 +459,18 @@ fn run(args: RunArgs) -> ExitCode {
     }
     if !args.quiet {
         opts.progress = Some(Arc::new(move |r| {
-            errln!("{}", report::progress_line(r, color))
+            eprintln!("{}", report::progress_line(r, color))
         }));
     }
     // Even with --quiet: removing what a dead run left is worth a line.
-    opts.notice = Some(Arc::new(|text: &str| errln!("note: {text}")));
+    opts.notice = Some(Arc::new(|text: &str| eprintln!("note: {text}")));
     if backend == BackendKind::Sim && args.image.is_some() {
-        errln!(
+        eprintln!(
             "note: --image applies to the host backend; sim runs its own busybox image with a simulated nvidia-smi"
         );
     }
     if !args.quiet {
-        errln!(
+        eprintln!(
             "cdi-harness: {} scenario(s) on the {} backend{}",
             scenarios.len(),
             backend.as_str(),
@@ -500,24 +504,24 @@ fn run(args: RunArgs) -> ExitCode {
     };
     if let Some(p) = &args.json {
         if let Err(e) = report::write_json(&report, p) {
-            errln!("error: {e}");
+            eprintln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
     if let Some(p) = &args.junit {
         if let Err(e) = report::write_junit(&report, p) {
-            errln!("error: {e}");
+            eprintln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
     if let Some(p) = &args.markdown {
         if let Err(e) = report::write_markdown(&report, p) {
-            errln!("error: {e}");
+            eprintln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
     let width = terminal_width();
-    out!(
+    print!(
         "{}",
         report::summary_table(&report, width, color && std::io::stdout().is_terminal())
     );
@@ -547,7 +551,7 @@ async fn watch_signals(
     ) {
         (Ok(i), Ok(t), Ok(h)) => (i, t, h),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            errln!(
+            eprintln!(
                 "warning: cannot handle Ctrl-C, SIGTERM or SIGHUP ({e}): an interrupted run will not clean up"
             );
             return;
@@ -562,12 +566,12 @@ async fn watch_signals(
     };
     let (name, n) = next().await;
     code.store(n, std::sync::atomic::Ordering::SeqCst);
-    errln!(
+    eprintln!(
         "\ninterrupted ({name}): cancelling engine calls, removing this run's containers and stopping private engines (again to exit at once)…"
     );
     cancel.cancel();
     let (again, n) = next().await;
-    errln!(
+    eprintln!(
         "\n{again} again: exiting now without cleaning up. May be left: containers labelled {}={} on the engine, and private engines (their dockerd is sent SIGTERM as this process exits) with their /tmp/cdih-* and cdih-spec-* directories; the next `cdi-harness run` finds and removes them.",
         cdi_harness::engine::OWNER_LABEL,
         cdi_harness::engine::owner_value(),
@@ -591,7 +595,7 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
     };
-    errln!(
+    eprintln!(
         "benchmarking {} ({iterations} runs each side)…",
         file.display()
     );
@@ -599,11 +603,11 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         &seed, file, &exe, dockerd, iterations,
     )) {
         Ok(r) => {
-            out!("{}", r.render());
+            print!("{}", r.render());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            errln!("error: {e}");
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }
@@ -622,12 +626,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
         match cdi::load_spec_file(f) {
             Err(e) => {
                 bad = true;
-                outln!("{e}");
+                println!("{e}");
             }
             Ok(spec) => {
                 let problems = cdi::validate(&spec);
                 if problems.is_empty() {
-                    outln!(
+                    println!(
                         "{}: valid ({} devices: {})",
                         f.display(),
                         spec.devices.len(),
@@ -636,7 +640,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                 } else {
                     bad = true;
                     for p in problems {
-                        outln!("{}: {p}", f.display());
+                        println!("{}: {p}", f.display());
                     }
                 }
             }
@@ -654,7 +658,7 @@ fn normalize(file: &Path) -> ExitCode {
         Err(e) => config_error(e),
         Ok(spec) => match serde_json::to_string_pretty(&cdi::normalize(&spec)) {
             Ok(text) => {
-                outln!("{text}");
+                println!("{text}");
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(format!(
