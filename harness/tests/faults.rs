@@ -1064,6 +1064,31 @@ fn an_engine_that_dies_during_restart_always_fails_the_run() {
     let _one = engines_lock();
     let work = tempfile::tempdir().expect("tempdir");
     let w = work.path();
+    // Killed while the device containers run: the run fails with that cause.
+    let mut h = sim_run(w, "died-mid", &["--call-timeout", "3"]);
+    let dir = reach(&h, Point::Gather);
+    let dockerd: u32 = read_trim(&dir.join("d.pid")).parse().expect("d.pid");
+    // SAFETY: kill(2) of the run's dockerd.
+    unsafe {
+        libc::kill(dockerd as libc::pid_t, libc::SIGKILL);
+    }
+    let status = h.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", h.stderr());
+    let all = results(&h.report());
+    assert_no_harness_bug(&all);
+    let setup = result(&all, "setup");
+    assert_eq!(setup["cause"], "engine-died", "{setup:#}");
+    assert!(
+        setup["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the private engine died during the run (signal: 9 (SIGKILL))"),
+        "{setup:#}"
+    );
+    assert_ne!(result(&all, "restart_always")["status"], "pass");
+    let left = leftovers(&h, Some(&dir));
+    assert!(left.is_empty(), "died-mid left: {left:?}");
+
     // The harness is frozen while its engine is killed, so the kill lands before the
     // check's own restart (if the restart had already begun, that attempt is retried).
     for attempt in 0..3 {

@@ -150,6 +150,9 @@ pub struct PrivateEngine {
     /// Processes of engine runs before a restart (see [`process_tree`]): cleanup kills
     /// those still alive too.
     earlier_trees: Vec<(i32, u64)>,
+    /// A [`PrivateEngine::restart`] failed: the engine is down because the restart
+    /// failed (its caller reports that), not because it died on its own.
+    restart_failed: bool,
 }
 
 /// What a rootful dockerd was started with, to start it again exactly so.
@@ -346,6 +349,7 @@ impl PrivateEngine {
             }),
             relaunch,
             earlier_trees: Vec::new(),
+            restart_failed: false,
         };
 
         match engine.wait_ready(opts.start_timeout).await {
@@ -523,6 +527,7 @@ impl PrivateEngine {
                     let _ = child.start_kill();
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                     self.pid = None;
+                    self.restart_failed = true;
                     return Err(SimError::Restart {
                         detail: format!(
                             "dockerd did not exit within {} s of SIGTERM and was killed; its \
@@ -534,8 +539,10 @@ impl PrivateEngine {
                 }
             }
         }
-        // The old dockerd is gone: its spawning thread may go too.
+        // The old dockerd is gone: its spawning thread may go too. Until the new one
+        // answers, the engine is down because of this restart.
         self.keeper.release();
+        self.restart_failed = true;
         let log_start = std::fs::metadata(&relaunch.log_path).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -560,7 +567,10 @@ impl PrivateEngine {
         self.child = Some(child);
         self.keeper = keeper;
         match self.wait_ready(relaunch.start_timeout).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.restart_failed = false;
+                Ok(())
+            }
             Err(exit_status) => {
                 // Only what the new dockerd logged says why it failed.
                 let full = std::fs::read(&relaunch.log_path)
@@ -594,9 +604,10 @@ impl PrivateEngine {
     }
 
     /// How the engine's process exited, if it did without being stopped (it died, was
-    /// killed or crashed); `None` while it runs or once [`Self::stop`] took it down.
+    /// killed or crashed); `None` while it runs, once [`Self::stop`] took it down, or
+    /// after a [`Self::restart`] that failed (whose error says why it is down).
     pub fn exited(&mut self) -> Option<String> {
-        if self.stopped {
+        if self.stopped || self.restart_failed {
             return None;
         }
         let child = self.child.as_mut()?;
