@@ -214,9 +214,129 @@ async fn timed(side: &'static str, cmd: tokio::process::Command) -> Result<Durat
     Ok(took)
 }
 
+/// Targets for the full `sim` suite on the 2-core reference machine (issue #13): every
+/// check still run.
+pub const SUITE_WALL_TARGET: Duration = Duration::from_secs(6);
+/// Peak resident memory of the harness process itself (its engines not counted).
+pub const SUITE_RSS_TARGET_KIB: u64 = 50 * 1024;
+
+/// One run of the whole `sim` suite, as `cdi-harness run --backend sim` runs it.
+#[derive(Debug, Clone)]
+pub struct SuiteMeasure {
+    /// Wall time of the whole run, process start to exit.
+    pub wall: Duration,
+    /// The harness process's peak resident set (`VmHWM`), sampled until it exited.
+    pub peak_rss_kib: u64,
+    /// Its exit code (0: no check failed).
+    pub exit_code: Option<i32>,
+}
+
+impl SuiteMeasure {
+    /// A readable line, against the targets.
+    pub fn render(&self) -> String {
+        let wall_ok = self.wall <= SUITE_WALL_TARGET;
+        let rss_ok = self.peak_rss_kib < SUITE_RSS_TARGET_KIB;
+        format!(
+            "full sim suite: {:.1} s wall ({} the {} s target), harness peak RSS {:.0} MB ({} the {} MB target){}\n",
+            self.wall.as_secs_f64(),
+            if wall_ok { "within" } else { "over" },
+            SUITE_WALL_TARGET.as_secs(),
+            self.peak_rss_kib as f64 / 1024.0,
+            if rss_ok { "within" } else { "over" },
+            SUITE_RSS_TARGET_KIB / 1024,
+            match self.exit_code {
+                Some(0) => String::new(),
+                other => format!(
+                    "; the suite exited {other:?}: a failing suite's time is not comparable"
+                ),
+            }
+        )
+    }
+}
+
+/// Runs the whole suite in `scenarios` once on `sim` and measures its wall time and the
+/// harness's peak RSS. The peak is the kernel's high-water mark (`VmHWM` in
+/// `/proc/<pid>/status`, read with procfs), sampled every 20 ms: it only grows, so the
+/// last sample before exit is the peak up to then.
+pub async fn suite(
+    harness_bin: &Path,
+    scenarios: &Path,
+    dockerd: Option<&Path>,
+) -> Result<SuiteMeasure, BenchError> {
+    let work = tempfile::tempdir()
+        .map_err(|e| BenchError::Io(format!("cannot create a temporary directory: {e}")))?;
+    let mut cmd = tokio::process::Command::new(harness_bin);
+    cmd.args(["run", "--backend", "sim", "--quiet", "--scenario"])
+        .arg(scenarios)
+        .arg("--json")
+        .arg(work.path().join("suite.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(d) = dockerd {
+        cmd.arg("--dockerd").arg(d);
+    }
+    let t = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| BenchError::Io(format!("cannot run {}: {e}", harness_bin.display())))?;
+    let pid = child.id().map(|p| p as i32);
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(pid) = pid {
+            if let Some(hwm) = procfs::process::Process::new(pid)
+                .and_then(|p| p.status())
+                .ok()
+                .and_then(|s| s.vmhwm)
+            {
+                peak = peak.max(hwm);
+            }
+        }
+        tokio::select! {
+            s = child.wait() => break s,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    let status = status.map_err(|e| BenchError::Io(format!("waiting for the suite: {e}")))?;
+    Ok(SuiteMeasure {
+        wall: t.elapsed(),
+        peak_rss_kib: peak,
+        exit_code: status.code(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suite_line_says_where_it_stands_against_the_targets() {
+        let fast = SuiteMeasure {
+            wall: Duration::from_millis(5400),
+            peak_rss_kib: 40 * 1024,
+            exit_code: Some(0),
+        };
+        let line = fast.render();
+        assert!(
+            line.contains("5.4 s wall (within the 6 s target)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("peak RSS 40 MB (within the 50 MB target)"),
+            "{line}"
+        );
+        let slow = SuiteMeasure {
+            wall: Duration::from_secs(11),
+            peak_rss_kib: 80 * 1024,
+            exit_code: Some(1),
+        };
+        let line = slow.render();
+        assert!(
+            line.contains("over the 6 s target") && line.contains("over the 50 MB target"),
+            "{line}"
+        );
+        assert!(line.contains("not comparable"), "{line}");
+    }
 
     #[test]
     fn median_of_odd_and_even_samples() {

@@ -10,9 +10,12 @@
 //! `/proc/stat`, file metadata, and the engine API.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use wait_timeout::ChildExt;
 
 use crate::engine::EngineInfo;
 use crate::gpu::{GpuError, GpuSource, Inventory, NvmlSource};
@@ -227,42 +230,58 @@ fn run_cmd(argv: &[&str], timeout: Duration) -> Result<String, HostError> {
             command: (*prog).to_string(),
             message: e.to_string(),
         })?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HostError::Failed {
-                    command: line,
-                    message: format!("no answer within {}s", timeout.as_secs()),
-                });
+    // Both pipes are drained while the command runs: a command that prints more than
+    // a pipe holds (a long journal) would otherwise block until the time-out.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                return Err(HostError::Failed {
-                    command: line,
-                    message: e.to_string(),
-                });
-            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = match child.wait_timeout(timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HostError::Failed {
+                command: line,
+                message: format!("no answer within {}s", timeout.as_secs()),
+            });
         }
-    }
-    let out = child.wait_with_output().map_err(|e| HostError::Failed {
-        command: line.clone(),
-        message: e.to_string(),
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HostError::Failed {
+                command: line,
+                message: e.to_string(),
+            });
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
     } else {
         Err(HostError::Failed {
             command: line,
             message: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-                    .trim()
-                    .replace('\n', " / ")
+                "{status}: {}",
+                String::from_utf8_lossy(&stderr).trim().replace('\n', " / ")
             ),
         })
     }
@@ -505,6 +524,34 @@ pub fn parse_daemon_config(text: &str) -> Result<DaemonConfig, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    #[test]
+    fn a_command_printing_more_than_a_pipe_holds_finishes() {
+        let t = Instant::now();
+        let out = run_cmd(
+            &["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x"],
+            Duration::from_secs(20),
+        )
+        .expect("runs");
+        assert_eq!(out.len(), 300_000);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_command_past_its_limit_is_stopped_and_named() {
+        let t = Instant::now();
+        let err = run_cmd(&["sleep", "30"], Duration::from_millis(300)).expect_err("times out");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(err.to_string().contains("no answer within"), "{err}");
+        let err = run_cmd(
+            &["sh", "-c", "echo broken >&2; exit 3"],
+            Duration::from_secs(5),
+        )
+        .expect_err("fails");
+        assert!(err.to_string().contains("broken"), "{err}");
+    }
+
     use super::*;
 
     #[test]

@@ -78,6 +78,10 @@ enum Command {
         /// dockerd for the private engine.
         #[arg(long, value_name = "PATH")]
         dockerd: Option<PathBuf>,
+        /// Also time the whole `sim` suite in this directory once and report the
+        /// harness's peak RSS (`--suite none` skips it).
+        #[arg(long, value_name = "DIR", default_value = "scenarios")]
+        suite: PathBuf,
     },
     /// Work with scenario files.
     Scenario {
@@ -138,11 +142,20 @@ enum GpuCommand {
 
 #[derive(Subcommand)]
 enum CdiCommand {
-    /// Validate CDI spec files (JSON or YAML): one line per problem, naming the field.
+    /// Say whether the engine will load CDI spec files, and why not: one line per
+    /// problem, naming the field. Exit 0 loads (also with warnings), 1 refused (or
+    /// warnings with --strict), 2 unreadable.
     Validate {
         /// Spec files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Judge with this engine version's CDI library (e.g. 28.5). Default: the engine
+        /// at DOCKER_HOST if it answers within 2 s, else the newest engine CI measures.
+        #[arg(long, value_name = "VERSION")]
+        engine: Option<String>,
+        /// Exit 1 on SPEC.md warnings too.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the normalized JSON that snapshots hold.
     Normalize {
@@ -258,7 +271,8 @@ fn main() -> ExitCode {
             iterations,
             scenario,
             dockerd,
-        } => bench(&scenario, dockerd, iterations),
+            suite,
+        } => bench(&scenario, dockerd, iterations, &suite),
         Command::Scenario { command } => match command {
             ScenarioCommand::Check { paths } => match load_scenarios(&paths) {
                 Ok((s, _)) => {
@@ -293,7 +307,11 @@ fn main() -> ExitCode {
             },
         },
         Command::Cdi { command } => match command {
-            CdiCommand::Validate { files } => validate(&files),
+            CdiCommand::Validate {
+                files,
+                engine,
+                strict,
+            } => validate(&files, engine.as_deref(), strict),
             CdiCommand::Normalize { file } => normalize(&file),
         },
         Command::Report { command } => {
@@ -579,7 +597,7 @@ async fn watch_signals(
     std::process::exit(i32::from(n));
 }
 
-fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
+fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize, suite: &Path) -> ExitCode {
     let seed = match scenario::load(file) {
         Ok(s) => s,
         Err(e) => return config_error(e),
@@ -600,11 +618,28 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize) -> ExitCode {
         file.display()
     );
     match rt.block_on(cdi_harness::bench::run(
-        &seed, file, &exe, dockerd, iterations,
+        &seed,
+        file,
+        &exe,
+        dockerd.clone(),
+        iterations,
     )) {
         Ok(r) => {
             print!("{}", r.render());
-            ExitCode::SUCCESS
+            if suite == Path::new("none") {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("timing the whole sim suite in {} once…", suite.display());
+            match rt.block_on(cdi_harness::bench::suite(&exe, suite, dockerd.as_deref())) {
+                Ok(m) => {
+                    print!("{}", m.render());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -620,37 +655,84 @@ fn terminal_width() -> usize {
         .unwrap_or(120)
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
-    let mut bad = false;
-    for f in files {
-        match cdi::load_spec_file(f) {
-            Err(e) => {
-                bad = true;
-                println!("{e}");
-            }
-            Ok(spec) => {
-                let problems = cdi::validate(&spec);
-                if problems.is_empty() {
-                    println!(
-                        "{}: valid ({} devices: {})",
-                        f.display(),
-                        spec.devices.len(),
-                        spec.device_names().join(", ")
-                    );
-                } else {
-                    bad = true;
-                    for p in problems {
-                        println!("{}: {p}", f.display());
-                    }
-                }
-            }
+/// The rules `cdi validate` judges by: `--engine`, else the engine at DOCKER_HOST
+/// when it answers quickly, else the default engine.
+fn validate_rules(engine: Option<&str>) -> Result<cdi::Rules, cdi::RulesError> {
+    if let Some(v) = engine {
+        return cdi::Rules::for_engine(v);
+    }
+    let Some(host) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) else {
+        return Ok(cdi::Rules::default_engine());
+    };
+    let version = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
+        .and_then(|rt| {
+            rt.block_on(cdi::rules::engine_version_at(
+                &host,
+                std::time::Duration::from_secs(2),
+            ))
+        });
+    match version.map(|v| cdi::Rules::for_engine(&v)) {
+        Some(Ok(rules)) => Ok(cdi::Rules {
+            source: cdi::rules::RulesSource::Connected(host),
+            ..rules
+        }),
+        Some(Err(e)) => {
+            eprintln!("note: {e}; judging with the default engine's rules instead");
+            Ok(cdi::Rules::default_engine())
         }
+        None => Ok(cdi::Rules::default_engine()),
     }
-    if bad {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+}
+
+fn validate(files: &[PathBuf], engine: Option<&str>, strict: bool) -> ExitCode {
+    let rules = match validate_rules(engine) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}\nfix: {}", e.fix_hint());
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", rules.describe());
+    let mut code = 0u8;
+    for f in files {
+        let v = cdi::check_file(f, &rules);
+        let file = f.display();
+        for e in &v.report.errors {
+            let crash = if e.crash {
+                " [crashes the library]"
+            } else {
+                ""
+            };
+            println!("{file}: {}: {}{crash}", e.path, e.message);
+        }
+        for w in &v.report.warnings {
+            println!("{file}: warning: {}: {}", w.path, w.message);
+        }
+        for n in &v.report.notes {
+            println!("{file}: note: {}: {}", n.path, n.message);
+        }
+        if let Some(hint) = v.error.as_ref().and_then(|e| e.fix_hint()) {
+            println!("{file}: fix: {hint}");
+        }
+        let detail = match (&v.verdict, &v.spec) {
+            (cdi::Verdict::Loads | cdi::Verdict::LoadsWithWarnings, Some(spec)) => format!(
+                " ({} devices: {})",
+                spec.devices.len(),
+                spec.device_names().join(", ")
+            ),
+            (cdi::Verdict::Refused, _) if v.report.crashes() => {
+                format!(" (the parser of {} crashes on it)", rules.decider())
+            }
+            (cdi::Verdict::Refused, _) => format!(" by {}", rules.decider()),
+            _ => String::new(),
+        };
+        println!("{file}: {}{detail}", v.verdict.word());
+        code = code.max(v.verdict.exit_code(strict));
     }
+    ExitCode::from(code)
 }
 
 fn normalize(file: &Path) -> ExitCode {

@@ -351,7 +351,7 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         }
         if let Some(private) = sess.private.as_mut() {
             // Checked last, so that a death at any point of the run is seen.
-            if let Some(status) = private.engine.exited() {
+            if let Some(status) = private.engine.died().await {
                 died = Some(FactError::new(
                     format!(
                         "the private engine died during the run ({status}) without being asked to restart: the results after its death are not the machine's; its log ends: {}",
@@ -818,9 +818,18 @@ async fn gather(
                 Ok(i) => i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
                 Err(_) => Vec::new(),
             };
+            // The specs are judged by the CDI library the connected engine bundles, so
+            // `spec_valid` and the engine's own warnings (`info_warnings`) agree.
+            let rules = match &info {
+                Ok(i) => crate::cdi::Rules::for_connected_engine(
+                    &i.server_version,
+                    &engine.endpoint().uri,
+                ),
+                Err(_) => crate::cdi::Rules::default_engine(),
+            };
             let scenario = s.clone();
             files = tokio::task::spawn_blocking(move || {
-                read_spec_files(&scenario, &load_dirs, &reported)
+                read_spec_files(&scenario, &load_dirs, &reported, &rules)
             })
             .await
             .unwrap_or_else(|e| SpecFiles {
@@ -992,9 +1001,19 @@ struct SpecFiles {
     canonical: BTreeMap<PathBuf, PathBuf>,
 }
 
-fn read_spec_files(s: &Scenario, dirs: &[PathBuf], reported: &[PathBuf]) -> SpecFiles {
-    let registry = crate::cdi::load_dirs(dirs);
-    let present = checks::existing_spec_files(s, dirs);
+fn read_spec_files(
+    s: &Scenario,
+    dirs: &[PathBuf],
+    reported: &[PathBuf],
+    rules: &crate::cdi::Rules,
+) -> SpecFiles {
+    let registry = crate::cdi::load_dirs_with(dirs, rules);
+    // The existing copies of the scenario's spec file, in spec-dir order.
+    let present = dirs
+        .iter()
+        .map(|d| d.join(&s.spec_file))
+        .filter(|p| p.exists())
+        .collect();
     let mtime = registry
         .spec_named(&s.spec_file)
         .and_then(|l| std::fs::metadata(&l.path).ok())

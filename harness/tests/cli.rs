@@ -27,13 +27,19 @@ fn validate_accepts_a_real_spec_and_rejects_broken_ones_naming_the_field() {
     let ok = bin()
         .args(["cdi", "validate"])
         .arg(fixture("nvidia-1gpu.json"))
+        .env_remove("DOCKER_HOST")
         .output()
         .expect("run");
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
-    assert!(text(&ok).contains("valid (3 devices"), "{}", text(&ok));
+    let t = text(&ok);
+    assert!(
+        t.starts_with("rules: engine 28.5's CDI library v1.0.x (no engine answered"),
+        "{t}"
+    );
+    assert!(t.contains("nvidia-1gpu.json: loads (3 devices"), "{t}");
 
     let bad = bin()
-        .args(["cdi", "validate"])
+        .args(["cdi", "validate", "--engine", "28.5"])
         .arg(fixture("nvidia.yaml"))
         .arg(fixture("broken-invalid.json"))
         .output()
@@ -48,20 +54,84 @@ fn validate_accepts_a_real_spec_and_rejects_broken_ones_naming_the_field() {
         t.contains("devices[2].name: duplicate device name \"0\""),
         "{t}"
     );
-    // The valid file in the same call is still reported as valid.
-    assert!(t.contains("nvidia.yaml: valid"), "{t}");
+    // A SPEC.md violation in the same file is a warning, not a refusal.
+    assert!(
+        t.contains("broken-invalid.json: warning: containerEdits.mounts[0].containerPath"),
+        "{t}"
+    );
+    assert!(
+        t.contains("broken-invalid.json: refused by engine 28.5's CDI library v1.0.x"),
+        "{t}"
+    );
+    // The valid file in the same call is still reported as loading.
+    assert!(t.contains("nvidia.yaml: loads"), "{t}");
 
     let unknown = bin()
-        .args(["cdi", "validate"])
+        .args(["cdi", "validate", "--engine", "28.5"])
         .arg(fixture("broken-unknown-field.yaml"))
         .output()
         .expect("run");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(
-        text(&unknown).contains("unknown field `containerEdit`"),
+        text(&unknown).contains(
+            "broken-unknown-field.yaml: devices[0].containerEdit: unknown field \"containerEdit\""
+        ),
         "{}",
         text(&unknown)
     );
+}
+
+#[test]
+fn validate_has_three_outcomes_with_their_own_exit_codes_and_engine_notes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let warn = dir.path().join("warn.yaml");
+    std::fs::write(
+        &warn,
+        "cdiVersion: 0.5.0\nkind: vendor.com/gpu\ndevices: [{name: x, containerEdits: {hooks: [{hookName: poststop, path: bin/true}]}}]\n",
+    )
+    .expect("write");
+    let run = |args: &[&str], file: &Path| {
+        bin()
+            .args(["cdi", "validate"])
+            .args(args)
+            .arg(file)
+            .env_remove("DOCKER_HOST")
+            .output()
+            .expect("run")
+    };
+    let loose = run(&[], &warn);
+    assert_eq!(loose.status.code(), Some(0), "{}", text(&loose));
+    assert!(
+        text(&loose).contains("warn.yaml: warning: devices[0].containerEdits.hooks[0].path"),
+        "{}",
+        text(&loose)
+    );
+    assert!(text(&loose).contains("warn.yaml: loads with warnings"));
+    assert_eq!(run(&["--strict"], &warn).status.code(), Some(1));
+
+    let missing = run(&[], &dir.path().join("absent.json"));
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("absent.json: unreadable"));
+
+    let v11 = dir.path().join("v11.json");
+    std::fs::write(
+        &v11,
+        r#"{"cdiVersion":"1.1.0","kind":"vendor.com/gpu","devices":[{"name":"x","containerEdits":{"env":["A=1"]}}]}"#,
+    )
+    .expect("write");
+    let on_28 = run(&["--engine", "28.5"], &v11);
+    assert_eq!(on_28.status.code(), Some(1), "{}", text(&on_28));
+    let on_29 = run(&["--engine", "29.0"], &v11);
+    assert_eq!(on_29.status.code(), Some(0), "{}", text(&on_29));
+    assert!(
+        text(&on_29)
+            .contains("v11.json: note: cdiVersion: refused by engine 28.5's CDI library v1.0.x"),
+        "{}",
+        text(&on_29)
+    );
+    let no_cdi = run(&["--engine", "20.10"], &v11);
+    assert_eq!(no_cdi.status.code(), Some(2));
+    assert!(text(&no_cdi).contains("engine 20.10 has no CDI support"));
 }
 
 #[test]
@@ -144,7 +214,7 @@ mod recorded_on_h100 {
     #[test]
     fn the_real_spec_validates() {
         let out = bin()
-            .args(["cdi", "validate"])
+            .args(["cdi", "validate", "--engine", "28.5"])
             .arg(h100("nvidia-container-toolkit.json"))
             .output()
             .expect("run");

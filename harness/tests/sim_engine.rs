@@ -957,3 +957,133 @@ async fn dropping_two_rootless_engines_cleans_up() {
         );
     }
 }
+
+/// The verdicts of a whole run, through the binary, where issue #9 found them wrong: a
+/// changed spec with insta's escape hatches set in the environment, and a declared
+/// failure that the scenario says must fail for another cause.
+#[test]
+fn run_verdicts_ignore_insta_variables_and_demand_the_declared_cause() {
+    if let Some(reason) = skip_reason() {
+        cannot_run(&reason);
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = tempfile::tempdir().expect("tempdir");
+    // The stored seed snapshot, with one line of its body changed.
+    let snaps = work.path().join("snapshots/sim");
+    std::fs::create_dir_all(&snaps).expect("mkdir");
+    let stored = std::fs::read_to_string(root.join("snapshots/sim/seed.snap")).expect("seed.snap");
+    let tampered = stored.replacen("\"nvidia.com/gpu\"", "\"nvidia.com/gpu-tampered\"", 1);
+    assert_ne!(stored, tampered, "the snapshot names the kind");
+    std::fs::write(snaps.join("seed.snap"), tampered).expect("write");
+    let run = |scenario: &Path, filter: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"))
+            .args([
+                "run",
+                "--backend",
+                "sim",
+                "--quiet",
+                "--filter",
+                filter,
+                "--scenario",
+            ])
+            .arg(scenario)
+            .arg("--snapshots")
+            .arg(work.path().join("snapshots"))
+            .env("INSTA_FORCE_PASS", "1")
+            .env("INSTA_UPDATE", "always")
+            .env_remove("CI")
+            .output()
+            .expect("cdi-harness runs")
+    };
+    let out = run(&root.join("scenarios/seed.toml"), "spec_snapshot");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("differs"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(snaps.join("seed.snap")).expect("still there"),
+        stored.replacen("\"nvidia.com/gpu\"", "\"nvidia.com/gpu-tampered\"", 1),
+        "the stored snapshot must not be rewritten"
+    );
+
+    // spec-missing with spec_present declared to fail for another cause: not an xfail.
+    let text = std::fs::read_to_string(root.join("scenarios/spec-missing.toml")).expect("scenario");
+    let wrong = text.replacen(
+        "cause = \"spec-missing\"",
+        "cause = \"permission-denied\"",
+        1,
+    );
+    assert_ne!(text, wrong);
+    let scenario = work.path().join("spec-missing.toml");
+    std::fs::write(&scenario, wrong).expect("write");
+    let out = run(&scenario, "spec_present");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("not the declared permission-denied"),
+        "{text}"
+    );
+}
+
+/// A first run without a stored snapshot records `.snap.new` and reports `new` (exit 0,
+/// nothing compared); in CI mode the same run fails, as insta does in CI.
+#[test]
+fn a_first_snapshot_is_new_outside_ci_and_a_failure_in_ci() {
+    if let Some(reason) = skip_reason() {
+        cannot_run(&reason);
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let work = tempfile::tempdir().expect("tempdir");
+    let json = work.path().join("report.json");
+    let run = |ci: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"));
+        c.args([
+            "run",
+            "--backend",
+            "sim",
+            "--quiet",
+            "--filter",
+            "spec_snapshot",
+            "--scenario",
+        ])
+        .arg(root.join("scenarios/seed.toml"))
+        .arg("--snapshots")
+        .arg(work.path().join("snapshots"))
+        .arg("--json")
+        .arg(&json)
+        .env_remove("CI");
+        if ci {
+            c.arg("--ci");
+        }
+        c.output().expect("cdi-harness runs")
+    };
+    let out = run(false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = cdi_harness::report::read_json(&json).expect("report");
+    assert_eq!(report.results.len(), 1);
+    assert_eq!(report.results[0].status, cdi_harness::outcome::Status::New);
+    let pending = work.path().join("snapshots/sim/seed.snap.new");
+    assert!(
+        pending.is_file(),
+        "the first run records {}",
+        pending.display()
+    );
+    assert!(!work.path().join("snapshots/sim/seed.snap").exists());
+    let out = run(true);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = cdi_harness::report::read_json(&json).expect("report");
+    assert_eq!(report.results[0].status, cdi_harness::outcome::Status::Fail);
+}

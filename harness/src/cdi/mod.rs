@@ -8,32 +8,43 @@
 //!
 //! - [`name`]: qualified device names (`vendor.com/class=name`) and their syntax rules;
 //! - [`spec`]: the spec file format, parsed as strictly as the engine parses it;
-//! - [`validate`]: every problem in a spec, each with its field path;
+//! - [`decode`]: spec bytes read as the engine's Go decoder reads them (YAML 1.1,
+//!   case-insensitive field names), in linear time;
+//! - [`rules`]: which CDI library, hence which load-time rules, an engine version has;
+//! - [`validate`]: every problem in a spec under one engine's rules, each with its
+//!   field path, split into errors, SPEC.md warnings and notes about other engines;
+//! - [`check`]: the whole verdict on a file (`cdi validate`): loads, loads with
+//!   warnings, refused, or unreadable;
 //! - [`normalize`]: a host- and night-independent JSON form for insta snapshots;
 //! - [`registry`]: loading spec directories with the engine's priority and conflict rules.
 
+pub mod check;
+pub mod decode;
 pub mod name;
 pub mod normalize;
 pub mod registry;
+pub mod rules;
 pub mod spec;
 pub mod validate;
 
 use std::io;
 use std::path::PathBuf;
 
+pub use check::{FileVerdict, Verdict, check_bytes, check_file};
 pub use name::{
     NameError, NamePart, QualifiedName, validate_class, validate_device_name, validate_kind,
     validate_vendor,
 };
 pub use normalize::{normalize, normalize_value};
-pub use registry::{LoadedSpec, Notice, Registry, load_dirs};
+pub use registry::{LoadedSpec, Notice, Registry, load_dirs, load_dirs_with};
+pub use rules::{ENGINES, Library, Rules, RulesError};
 pub use spec::{
     ContainerEdits, Device, DeviceNode, Hook, IntelRdt, LinuxNetDevice, Mount, Spec,
-    load_spec_file, parse_spec,
+    load_spec_file, parse_spec, read_spec_file,
 };
 pub use validate::{
-    KNOWN_CDI_VERSIONS, LATEST_CDI_VERSION, Problem, Requirement, Severity, minimum_version,
-    validate,
+    Finding, KNOWN_CDI_VERSIONS, LATEST_CDI_VERSION, Outcome, Problem, Report, Requirement,
+    Severity, minimum_version, validate, validate_spec,
 };
 
 /// Why a spec file could not be turned into a [`Spec`]. Every message names the file,
@@ -68,6 +79,33 @@ pub enum CdiError {
         /// The file.
         path: PathBuf,
     },
+    /// Not a regular file (a FIFO, a directory, a device): the engine's reader would
+    /// block on a FIFO or fail, and the harness refuses it at once.
+    #[error("CDI spec {} is {kind}, not a regular file", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// Larger than [`spec::MAX_SPEC_BYTES`].
+    #[error("CDI spec {} is {size} bytes, over the limit of {limit} bytes", .path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Nested deeper than [`decode::MAX_DEPTH`] levels of `[`/`{`.
+    #[error("CDI spec {} nests deeper than {limit} levels: no CDI spec field nests that deep, and the engine refuses it", .path.display())]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: usize,
+    },
     /// The extension is neither `.json` nor `.yaml`/`.yml`, so the format is unknown.
     #[error("CDI spec {} has an unsupported extension: use .json or .yaml", .path.display())]
     UnsupportedExtension {
@@ -82,12 +120,20 @@ impl CdiError {
         match self {
             CdiError::Read { source, .. } => Some(read_hint(source)),
             CdiError::Parse { .. } => Some(
-                "check the syntax and the field names: they are case-sensitive camelCase as in the CDI spec \
-                 (cdiVersion, kind, devices, containerEdits, deviceNodes, hostPath, containerPath, hookName), \
-                 and unknown fields are refused just as the engine refuses them",
+                "check the syntax and the field names (cdiVersion, kind, devices, containerEdits, deviceNodes, \
+                 hostPath, containerPath, hookName): unknown fields are refused just as the engine refuses them",
             ),
             CdiError::Empty { .. } => Some(
                 "regenerate the spec (e.g. `nvidia-ctk cdi generate --output=<file>`) or delete the empty file",
+            ),
+            CdiError::NotRegular { .. } => Some(
+                "point at the spec file itself; the engine only loads regular *.json and *.yaml files",
+            ),
+            CdiError::TooLarge { .. } => Some(
+                "this is not a CDI spec: a generated spec is a few kilobytes; check that the right file is named",
+            ),
+            CdiError::TooDeep { .. } => Some(
+                "a CDI spec nests 7 levels at most (spec, devices, device, containerEdits, deviceNodes, node): fix the brackets",
             ),
             CdiError::UnsupportedExtension { .. } => Some(
                 "rename the file to *.json or *.yaml: the engine loads no other extension, not even .yml",
@@ -101,8 +147,23 @@ impl CdiError {
             CdiError::Read { path, .. }
             | CdiError::Parse { path, .. }
             | CdiError::Empty { path }
+            | CdiError::NotRegular { path, .. }
+            | CdiError::TooLarge { path, .. }
+            | CdiError::TooDeep { path, .. }
             | CdiError::UnsupportedExtension { path } => path,
         }
+    }
+
+    /// Whether the harness could not read the file at all (exit 2 in `cdi validate`),
+    /// as opposed to having read it and found what the engine refuses (exit 1).
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
+            CdiError::Read { .. }
+                | CdiError::NotRegular { .. }
+                | CdiError::TooLarge { .. }
+                | CdiError::UnsupportedExtension { .. }
+        )
     }
 }
 

@@ -16,9 +16,17 @@
 //! - a device defined in a later dir silently replaces the one of an earlier dir; this
 //!   module reports that as [`Notice::Shadowed`], which the engine does not.
 //!
-//! One measured difference from reading the Go source: an empty spec file is ignored
-//! without any warning by Docker 28.5 (the source would report "no Spec data"); this
-//! module ignores it too, with an [`Notice::Ignored`] notice.
+//! Which files load depends on the engine's CDI library: [`load_dirs_with`] takes the
+//! engine's [`Rules`] (the connected engine's version in the harness's checks), and
+//! [`load_dirs`] uses [`Rules::default_engine`].
+//!
+//! Files are read with [`read_spec_file`]: a FIFO or other non-regular file in a spec
+//! dir is reported at once instead of hanging the harness (the engine itself would
+//! block reading it).
+//!
+//! An empty spec file (nothing, whitespace, `null`) is refused like any invalid one:
+//! measured on engine 28.5, at startup and when written while it runs, `docker info`
+//! reports it ("no Spec data"), as the Go source says.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -27,8 +35,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::CdiError;
-use super::spec::{Spec, parse_spec};
-use super::validate::{Problem, validate};
+use super::check::{Verdict, check_bytes};
+use super::rules::Rules;
+use super::spec::{Spec, read_spec_file};
+use super::validate::{Problem, Report, Severity};
 
 /// A spec file the engine would load, with what it needs to resolve devices.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +162,11 @@ pub struct Registry {
     pub notices: Vec<Notice>,
     /// Dirs that do not exist (the engine ignores them without a word).
     pub missing: Vec<PathBuf>,
+    /// The engine rules the files were judged by.
+    pub rules: Rules,
+    /// The full verdict of each loaded file under [`Registry::rules`]: no errors (it
+    /// loaded), its SPEC.md warnings, and notes where another engine would refuse it.
+    pub reports: BTreeMap<PathBuf, Report>,
 }
 
 impl Registry {
@@ -177,6 +192,12 @@ impl Registry {
         self.specs.iter().map(|s| s.path.clone()).collect()
     }
 
+    /// The verdict of a loaded spec file under the registry's rules (its warnings and
+    /// notes), as `cdi validate --engine` would print it.
+    pub fn report_for(&self, path: &Path) -> Option<&Report> {
+        self.reports.get(path)
+    }
+
     /// The spec the engine uses for a qualified device name, if it resolves.
     pub fn spec_for(&self, device: &str) -> Option<&LoadedSpec> {
         let path = self.devices.get(device)?;
@@ -184,11 +205,19 @@ impl Registry {
     }
 }
 
-/// Loads every `.json`/`.yaml` spec in the dirs, in dir order (later dir = higher
-/// priority), and resolves devices exactly as the engine does; see the module docs.
+/// [`load_dirs_with`] under [`Rules::default_engine`], for callers that do not know
+/// the engine.
 pub fn load_dirs(dirs: &[PathBuf]) -> Registry {
+    load_dirs_with(dirs, &Rules::default_engine())
+}
+
+/// Loads every `.json`/`.yaml` spec in the dirs, in dir order (later dir = higher
+/// priority), judging each file with `rules` (the engine's CDI library), and resolves
+/// devices exactly as the engine does; see the module docs.
+pub fn load_dirs_with(dirs: &[PathBuf], rules: &Rules) -> Registry {
     let mut reg = Registry {
         dirs: dirs.to_vec(),
+        rules: rules.clone(),
         ..Registry::default()
     };
     for (dir_index, dir) in dirs.iter().enumerate() {
@@ -294,34 +323,13 @@ fn has_spec_extension(path: &Path) -> bool {
 
 /// Reads, parses and validates one candidate file into the registry.
 fn load_one(path: &Path, dir_index: usize, reg: &mut Registry) {
-    let bytes = match fs::read(path) {
+    let bytes = match read_spec_file(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(CdiError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             // The engine gets os.ErrNotExist and Docker filters those from its warnings.
             reg.notices.push(Notice::Ignored {
                 path: path.to_path_buf(),
                 reason: "it is a dangling symlink or vanished while loading".to_owned(),
-            });
-            return;
-        }
-        Err(source) => {
-            let err = CdiError::Read {
-                path: path.to_path_buf(),
-                source,
-            };
-            reg.notices.push(Notice::Invalid {
-                path: path.to_path_buf(),
-                reason: error_reason(&err),
-            });
-            return;
-        }
-    };
-    let spec = match parse_spec(path, &bytes) {
-        Ok(spec) => spec,
-        Err(CdiError::Empty { .. }) => {
-            reg.notices.push(Notice::Ignored {
-                path: path.to_path_buf(),
-                reason: "the file is empty (Docker 28.5 skips it without a warning)".to_owned(),
             });
             return;
         }
@@ -333,22 +341,46 @@ fn load_one(path: &Path, dir_index: usize, reg: &mut Registry) {
             return;
         }
     };
-    let (rejected, tolerated): (Vec<Problem>, Vec<Problem>) =
-        validate(&spec).into_iter().partition(Problem::is_rejected);
-    if !rejected.is_empty() {
-        let reasons: Vec<String> = rejected.iter().map(ToString::to_string).collect();
-        reg.notices.push(Notice::Invalid {
-            path: path.to_path_buf(),
-            reason: reasons.join("; "),
-        });
-        return;
+    let verdict = check_bytes(path, &bytes, &reg.rules);
+    match (verdict.verdict, verdict.spec) {
+        (Verdict::Loads | Verdict::LoadsWithWarnings, Some(spec)) => {
+            let problems = verdict
+                .report
+                .warnings
+                .iter()
+                .map(|w| Problem {
+                    path: w.path.clone(),
+                    message: w.message.clone(),
+                    severity: Severity::Violation,
+                })
+                .collect();
+            reg.specs.push(LoadedSpec {
+                path: path.to_path_buf(),
+                dir_index,
+                spec,
+                problems,
+            });
+            reg.reports.insert(path.to_path_buf(), verdict.report);
+        }
+        _ => {
+            let reason = match &verdict.error {
+                Some(err) => error_reason(err),
+                None => {
+                    let reasons: Vec<String> = verdict
+                        .report
+                        .errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    format!("{} ({})", reasons.join("; "), reg.rules.decider())
+                }
+            };
+            reg.notices.push(Notice::Invalid {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
     }
-    reg.specs.push(LoadedSpec {
-        path: path.to_path_buf(),
-        dir_index,
-        spec,
-        problems: tolerated,
-    });
 }
 
 /// The part of a [`CdiError`] message after the file name, since notices print the
@@ -357,6 +389,10 @@ fn error_reason(err: &CdiError) -> String {
     match err {
         CdiError::Parse { reason, .. } => reason.clone(),
         CdiError::Read { source, .. } => format!("cannot read it: {source}"),
+        CdiError::Empty { .. } => {
+            "the file holds no spec (\"no Spec data\"); the engine reports it and loads nothing from it"
+                .to_owned()
+        }
         other => other.to_string(),
     }
 }
@@ -599,9 +635,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_is_ignored_and_yml_is_not_loaded() {
+    fn empty_file_is_refused_as_engine_28_5_reports_it_and_yml_is_not_loaded() {
         let d = tmp();
-        let empty = write(d.path(), "empty.yaml", "");
+        let empty = write(d.path(), "empty.yaml", "  \n");
         let yml = write(d.path(), "nvidia.yml", &fixture_text("nvidia.yaml"));
         write(d.path(), "README.md", "not a spec");
         fs::create_dir(d.path().join("sub.json")).expect("mkdir");
@@ -609,18 +645,81 @@ mod tests {
 
         assert!(reg.specs.is_empty());
         assert!(reg.devices.is_empty());
-        let ignored: Vec<&PathBuf> = reg
+        let got: Vec<(&str, &PathBuf)> = reg
             .notices
             .iter()
             .map(|n| match n {
-                Notice::Ignored { path, .. } => path,
+                Notice::Ignored { path, .. } => ("ignored", path),
+                Notice::Invalid { path, .. } => ("invalid", path),
                 other => panic!("unexpected notice {other:?}"),
             })
             .collect();
-        assert_eq!(ignored.len(), 2, "{:?}", reg.notices);
+        assert_eq!(got.len(), 2, "{:?}", reg.notices);
         assert!(
-            ignored.contains(&&empty) && ignored.contains(&&yml),
-            "{ignored:?}"
+            got.contains(&("invalid", &empty)) && got.contains(&("ignored", &yml)),
+            "{got:?}"
+        );
+        assert!(
+            reg.notices
+                .iter()
+                .any(|n| n.to_string().contains("no Spec data")),
+            "{:?}",
+            reg.notices
+        );
+    }
+
+    #[test]
+    fn a_fifo_in_a_spec_dir_is_reported_without_blocking() {
+        let d = tmp();
+        let fifo = d.path().join("pipe.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        write(d.path(), "nvidia.yaml", &fixture_text("nvidia.yaml"));
+        let reg = load_dirs(&[d.path().to_path_buf()]);
+        assert_eq!(reg.specs.len(), 1);
+        assert!(
+            reg.notices
+                .iter()
+                .any(|n| matches!(n, Notice::Invalid { path, reason } if path == &fifo && reason.contains("FIFO"))),
+            "{:?}",
+            reg.notices
+        );
+    }
+
+    #[test]
+    fn the_engines_rules_decide_which_files_load() {
+        let d = tmp();
+        write(
+            d.path(),
+            "v11.yaml",
+            "cdiVersion: 1.1.0\nkind: vendor.com/gpu\ndevices: [{name: x, containerEdits: {env: [A=1]}}]\n",
+        );
+        let on_28 = load_dirs_with(
+            &[d.path().to_path_buf()],
+            &Rules::for_engine("28.5").expect("row"),
+        );
+        assert!(on_28.specs.is_empty(), "{:?}", on_28.notices);
+        assert!(
+            on_28.notices[0]
+                .to_string()
+                .contains("engine 28.5's CDI library v1.0.x")
+        );
+        let on_29 = load_dirs_with(
+            &[d.path().to_path_buf()],
+            &Rules::for_engine("29.0").expect("row"),
+        );
+        assert_eq!(
+            on_29.devices.keys().collect::<Vec<_>>(),
+            ["vendor.com/gpu=x"]
+        );
+        let report = on_29.report_for(&on_29.specs[0].path).expect("report");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.message.starts_with("refused by engine 28.5")),
+            "{report:?}"
         );
     }
 

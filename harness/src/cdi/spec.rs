@@ -20,6 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::CdiError;
+use super::decode::{Decoded, MAX_DEPTH, decode_value, flow_depth};
 
 /// One CDI spec file: a `kind` (vendor/class) and the devices it defines.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -243,99 +244,238 @@ impl Spec {
     }
 }
 
-/// Which syntax a file is read with, chosen by extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json,
-    Yaml,
+/// The largest spec file read: generated specs for 8 GPUs with MIG are well below
+/// 1 MiB; anything far larger is not a spec, and reading it whole would only cost memory.
+pub const MAX_SPEC_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Parses spec bytes as the engine does (see [`crate::cdi::decode`]): every file as
+/// YAML 1.1, `.json` included, with Go's decoding rules. Errors name the file and,
+/// where known, the line and column; the first decoder problem is the reason. Use
+/// [`decode_spec`] to get every decoder problem with its field path.
+pub fn parse_spec(path: &Path, bytes: &[u8]) -> Result<Spec, CdiError> {
+    let decoded = decode_spec(path, bytes)?;
+    match decoded.problems.first() {
+        None => Ok(decoded.spec),
+        Some(p) => Err(CdiError::Parse {
+            path: path.to_path_buf(),
+            reason: if p.path.is_empty() {
+                p.message.clone()
+            } else {
+                format!("{}: {}", p.path, p.message)
+            },
+            line: line_of_key(bytes, p.path.rsplit('.').next().unwrap_or_default()),
+            column: None,
+        }),
+    }
 }
 
-/// Parses spec bytes by file extension: `.json` as JSON (falling back to YAML, since
-/// the engine reads every file as YAML), `.yaml`/`.yml` as YAML. Errors carry the path
-/// and, where the parser reports one, the line and column; serde names the offending
-/// field (`unknown field`, `missing field`, `invalid type`) in the reason.
-pub fn parse_spec(path: &Path, bytes: &[u8]) -> Result<Spec, CdiError> {
-    let format = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => Format::Json,
-        Some("yaml" | "yml") => Format::Yaml,
+/// Parses spec bytes into a spec plus every problem the Go decoder would refuse it
+/// for (unknown fields, wrong types, null list entries), each with its field path.
+/// Syntax errors, empty documents, too deep nesting and unknown extensions are errors.
+pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json" | "yaml" | "yml") => {}
         _ => {
             return Err(CdiError::UnsupportedExtension {
                 path: path.to_path_buf(),
             });
         }
-    };
-    if is_empty_document(bytes) {
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(CdiError::Empty {
             path: path.to_path_buf(),
         });
     }
-    let parsed = match format {
-        Format::Json => match serde_json::from_slice::<Spec>(bytes) {
-            Ok(spec) => Ok(spec),
-            Err(json_err) => match serde_yaml_ng::from_slice::<Spec>(bytes) {
-                Ok(spec) => Ok(spec),
-                Err(_) => Err(CdiError::Parse {
+    let depth = flow_depth(bytes, MAX_DEPTH);
+    if depth > MAX_DEPTH {
+        return Err(CdiError::TooDeep {
+            path: path.to_path_buf(),
+            limit: MAX_DEPTH,
+        });
+    }
+    // yaml.v2 reads the first document of a stream and ignores the rest.
+    let first = serde_yaml_ng::Deserializer::from_slice(bytes)
+        .next()
+        .map(serde_yaml_ng::Value::deserialize);
+    let first = first.unwrap_or(Ok(serde_yaml_ng::Value::Null));
+    let value: serde_yaml_ng::Value = match first {
+        Ok(mut v) => {
+            // `<<: *anchor` merges, which yaml.v2 applies while decoding; in strict mode
+            // it refuses a key that a merge and another entry both set.
+            let merged = match merge_duplicate(&v) {
+                Some(key) => Err(format!(
+                    "key {key:?} already set in map: a merge key (<<) and another entry both set it, which the engine's strict YAML decoder refuses"
+                )),
+                None => v.apply_merge().map_err(|e| e.to_string()),
+            };
+            if let Err(reason) = merged {
+                return Err(CdiError::Parse {
                     path: path.to_path_buf(),
-                    reason: json_err.to_string(),
-                    line: Some(json_err.line()),
-                    column: Some(json_err.column()),
-                }),
-            },
-        },
-        Format::Yaml => serde_yaml_ng::from_slice::<Spec>(bytes).map_err(|e| {
+                    reason,
+                    line: None,
+                    column: None,
+                });
+            }
+            v
+        }
+        Err(e) => {
             let location = e.location();
-            CdiError::Parse {
+            return Err(CdiError::Parse {
                 path: path.to_path_buf(),
-                reason: e.to_string(),
+                reason: with_utf8_note(e.to_string(), bytes),
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
-            }
-        }),
+            });
+        }
     };
-    // The parsers' words for bad bytes ("invalid unicode code point", "incomplete
-    // UTF-8 octet sequence") do not say that the file is not text: say it.
-    parsed.map_err(|e| match (e, std::str::from_utf8(bytes)) {
-        (
-            CdiError::Parse {
-                path,
-                reason,
-                line,
-                column,
-            },
-            Err(utf8),
-        ) => CdiError::Parse {
-            path,
-            reason: format!(
-                "{reason} (the file is not valid UTF-8: first invalid byte at offset {}; CDI specs are UTF-8 JSON or YAML)",
-                utf8.valid_up_to()
-            ),
-            line,
-            column,
-        },
-        (other, _) => other,
+    decode_value(&value).ok_or_else(|| CdiError::Empty {
+        path: path.to_path_buf(),
     })
+}
+
+/// The decoder's words for bad bytes ("incomplete UTF-8 octet sequence") do not say
+/// that the file is not text: say it, with where.
+fn with_utf8_note(reason: String, bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => reason,
+        Err(e) => format!(
+            "{reason} (the file is not valid UTF-8: first invalid byte at offset {}; CDI specs are UTF-8 JSON or YAML)",
+            e.valid_up_to()
+        ),
+    }
+}
+
+/// The first key that a mapping sets twice through merge keys (`<<`) and its own
+/// entries, which `yaml.v2`'s strict decoder refuses ("already set in map").
+fn merge_duplicate(v: &serde_yaml_ng::Value) -> Option<String> {
+    use serde_yaml_ng::Value;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Mapping(m) => {
+                let mut seen: std::collections::BTreeSet<String> =
+                    std::collections::BTreeSet::new();
+                let mut sources: Vec<&serde_yaml_ng::Mapping> = Vec::new();
+                for (k, val) in m {
+                    if k.as_str() == Some("<<") {
+                        match val {
+                            Value::Mapping(merged) => sources.push(merged),
+                            Value::Sequence(items) => {
+                                sources.extend(items.iter().filter_map(Value::as_mapping));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if !sources.is_empty() {
+                    let explicit = m.iter().filter(|(k, _)| k.as_str() != Some("<<"));
+                    let merged = sources.iter().flat_map(|src| src.iter());
+                    for (k, _) in merged.chain(explicit) {
+                        let key = serde_yaml_ng::to_string(k).unwrap_or_default();
+                        let key = key.trim_end().to_owned();
+                        if !seen.insert(key.clone()) {
+                            return Some(key);
+                        }
+                    }
+                }
+                stack.extend(m.values());
+            }
+            Value::Sequence(items) => stack.extend(items.iter()),
+            Value::Tagged(t) => stack.push(&t.value),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Reads and parses one spec file; a read failure names the file and says what to check.
 pub fn load_spec_file(path: &Path) -> Result<Spec, CdiError> {
-    let bytes = std::fs::read(path).map_err(|source| CdiError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_spec(path, &bytes)
+    parse_spec(path, &read_spec_file(path)?)
 }
 
-/// Whether the bytes hold no document at all (nothing, whitespace, comments, a bare
-/// `---`, or `null`). The Go library reads those as a nil spec ("no Spec data"), and
-/// the engine was measured to skip an empty file without any warning.
-fn is_empty_document(bytes: &[u8]) -> bool {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return true;
+/// Reads a spec file's bytes safely: only a regular file (checked on the open handle,
+/// which is opened non-blocking so a FIFO cannot hang the harness), at most
+/// [`MAX_SPEC_BYTES`].
+pub fn read_spec_file(path: &Path) -> Result<Vec<u8>, CdiError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read_err = |source| CdiError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(CdiError::NotRegular {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta),
+        });
     }
-    matches!(
-        serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(bytes),
-        Ok(serde_yaml_ng::Value::Null)
-    )
+    if meta.len() > MAX_SPEC_BYTES {
+        return Err(CdiError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            limit: MAX_SPEC_BYTES,
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(CdiError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+            limit: MAX_SPEC_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// What a non-regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The 1-based line where `key` first appears as a mapping key, to point an unknown
+/// field error at a line (the decoder's tree has no positions).
+fn line_of_key(bytes: &[u8], key: &str) -> Option<usize> {
+    let key = key.split('[').next().unwrap_or(key);
+    if key.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .position(|l| {
+            let t = l
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start_matches(['{', '"', '\'', ' ']);
+            t.starts_with(key)
+                && t[key.len()..]
+                    .trim_start_matches(['"', '\''])
+                    .trim_start()
+                    .starts_with(':')
+        })
+        .map(|i| i + 1)
 }
 
 /// Reads a string the way `sigs.k8s.io/yaml` fills a Go string field: strings as
@@ -469,7 +609,10 @@ mod tests {
         let CdiError::Parse { line, reason, .. } = &err else {
             panic!("expected a parse error, got {err:?}");
         };
-        assert!(reason.contains("unknown field `containerEdit`"), "{reason}");
+        assert!(
+            reason.contains("unknown field \"containerEdit\""),
+            "{reason}"
+        );
         assert_eq!(*line, Some(6), "{reason}");
         assert!(
             err.to_string().contains("broken-unknown-field.yaml"),
@@ -552,5 +695,19 @@ mod tests {
         assert!(msg.contains("/nonexistent/dir/nvidia.json"), "{msg}");
         assert!(err.fix_hint().is_some());
         assert!(msg.contains(err.fix_hint().unwrap_or_default()), "{msg}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_called_so() {
+        let err = parse_spec(
+            Path::new("x.yaml"),
+            b"cdiVersion: \"0.6.0\"\nkind: nvidia.com/gpu\n# caf\xe9\n",
+        )
+        .expect_err("not UTF-8");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not valid UTF-8: first invalid byte at offset 46"),
+            "{msg}"
+        );
     }
 }

@@ -22,7 +22,6 @@ pub use crate::check_id::{CheckId, ids_for, is_builtin};
 pub use crate::outcome::Verdict;
 pub use facts::{FactError, Facts, MachineProbe, RestartOutcome};
 pub use restart::RESTART_HOST_REASON;
-pub use spec::existing_spec_files;
 
 use crate::outcome::{BackendKind, Evidence, Status};
 use crate::scenario::Scenario;

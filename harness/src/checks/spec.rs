@@ -1,8 +1,6 @@
 //! The checks of the spec files themselves: present, valid, the devices they resolve,
 //! their snapshot, and the cross-checks against the driver's GPUs.
 
-use std::path::PathBuf;
-
 use crate::cdi::{LoadedSpec, Notice, Registry};
 use crate::check_id::CheckId;
 use crate::hints::SPEC_MISSING_FIX;
@@ -85,10 +83,24 @@ pub(super) fn spec_valid(s: &Scenario, facts: &Facts, _: &CheckId) -> Verdict {
             other => problems.push(other.to_string()),
         }
     }
+    // What the engine's own CDI library (its version's rules) says of the spec: errors
+    // refuse it; SPEC.md warnings and other engines' verdicts are noted, not failed, so
+    // this check and the engine's warnings (`info_warnings`) never disagree.
+    let mut remarks = Vec::new();
     match the_spec(s, facts) {
         Some(loaded) => {
-            for p in crate::cdi::validate(&loaded.spec) {
+            let report = reg
+                .report_for(&loaded.path)
+                .cloned()
+                .unwrap_or_else(|| crate::cdi::validate_spec(&loaded.spec, &reg.rules));
+            for p in &report.errors {
                 problems.push(format!("{}: {p}", loaded.path.display()));
+            }
+            for w in &report.warnings {
+                remarks.push(format!("warning: {}: {w}", loaded.path.display()));
+            }
+            for n in &report.notes {
+                remarks.push(format!("note: {}: {n}", loaded.path.display()));
             }
         }
         None if facts.spec_files.is_empty() => {
@@ -108,9 +120,16 @@ pub(super) fn spec_valid(s: &Scenario, facts: &Facts, _: &CheckId) -> Verdict {
             .filter(|n| matches!(n, Notice::Shadowed { .. } | Notice::Ignored { .. }))
             .map(|n| n.to_string())
             .collect();
-        let mut msg = format!("{} spec file(s) load and validate", reg.specs.len());
+        let mut msg = format!(
+            "{} spec file(s) load and validate ({})",
+            reg.specs.len(),
+            reg.rules.describe()
+        );
         if !shadowed.is_empty() {
             msg.push_str(&format!(" (note: {})", shadowed.join("; ")));
+        }
+        if !remarks.is_empty() {
+            msg.push_str(&format!("; {}", remarks.join("; ")));
         }
         return Verdict::pass(msg);
     }
@@ -222,13 +241,4 @@ pub(super) fn gpu_cross_check(s: &Scenario, facts: &Facts, id: &CheckId) -> Verd
         return v.because(Cause::SpecStale);
     }
     v
-}
-
-/// The existing copies of the scenario's spec file among `dirs`, in order: what the
-/// runner records as [`Facts::spec_files`].
-pub fn existing_spec_files(s: &Scenario, dirs: &[PathBuf]) -> Vec<PathBuf> {
-    dirs.iter()
-        .map(|d| d.join(&s.spec_file))
-        .filter(|p| p.exists())
-        .collect()
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use maud::{DOCTYPE, PreEscaped, html};
 use serde::{Deserialize, Serialize};
 
 use super::NightlyError;
@@ -246,101 +247,107 @@ pub fn table(history: &History) -> String {
     out
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A self-contained HTML page (inline CSS, no scripts): a row per night with its verdict
 /// and changed inputs, and a grid with a row per check and a cell per night, coloured by
 /// status, so when a check started failing is visible at a glance.
 pub fn html(history: &History) -> String {
-    let mut out = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cdi-harness nightly history</title>\n<style>\nbody{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}\n.pass{background:#3c3}.fail{background:#e33}.skip{background:#ec3}.xfail{background:#9c9}.new{background:#9cf}.none{background:#eee}.accepted{color:#080}.regressed,.build-failed{color:#c00;font-weight:bold}.needs-attention{color:#b60;font-weight:bold}td.cell{width:14px}pre{margin:0;font-size:12px;white-space:pre-wrap}\n</style></head><body>\n<h1>cdi-harness nightly history</h1>\n",
-    );
-    if history.nights.iter().any(|n| n.simulated) {
-        out.push_str("<p><strong>Simulated:</strong> nights on the <code>sim</code> backend checked simulated GPUs, not real hardware.</p>\n");
-    }
-    out.push_str("<h2>Nights</h2>\n<table><tr><th>#</th><th>started</th><th>backend</th><th>verdict</th><th>pass</th><th>fail</th><th>skip</th><th>changed inputs</th><th>regressions / needs attention / build log</th></tr>\n");
-    for (i, n) in history.nights.iter().enumerate() {
-        let inputs: Vec<String> = n
-            .changed_inputs
-            .iter()
-            .map(|c| {
-                let text = format!(
-                    "{} {} → {}",
-                    c.name,
-                    c.old.as_deref().map(crate::diff::short_rev).unwrap_or("-"),
-                    c.new.as_deref().map(crate::diff::short_rev).unwrap_or("-")
-                );
-                match &c.compare_url {
-                    Some(url) => format!("<a href=\"{}\">{}</a>", esc(url), esc(&text)),
-                    None => esc(&text),
-                }
-            })
-            .collect();
-        let mut notes = esc(&n.regressions.join(", "));
-        if !n.attention.is_empty() {
-            if !notes.is_empty() {
-                notes.push_str("<br>");
-            }
-            let _ = write!(notes, "needs attention: {}", esc(&n.attention.join(", ")));
-        }
-        if let Some(b) = &n.build_failure {
-            let _ = write!(
-                notes,
-                "<details open><summary>build failed: <code>{}</code> exited {}</summary><pre>{}</pre></details>",
-                esc(&b.command),
-                b.status,
-                esc(&b.log_tail)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{}{}</td><td class=\"{v}\">{v}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            i + 1,
-            esc(&n.started_at),
-            esc(&n.backend),
-            if n.simulated { " (simulated)" } else { "" },
-            n.counts[0],
-            n.counts[1],
-            n.counts[2],
-            inputs.join("<br>"),
-            notes,
-            v = n.verdict.as_str(),
-        );
-    }
-    out.push_str("</table>\n<h2>Timeline per check</h2>\n<table><tr><th>check</th>");
-    for i in 0..history.nights.len() {
-        let _ = write!(out, "<th>{}</th>", i + 1);
-    }
-    out.push_str("</tr>\n");
     let keys: BTreeSet<&String> = history
         .nights
         .iter()
         .flat_map(|n| n.checks.keys())
         .collect();
-    for key in keys {
-        let _ = write!(out, "<tr><td>{}</td>", esc(key));
-        for n in &history.nights {
-            let (class, label) = match (n.checks.get(key), &n.build_failure) {
-                (Some(s), _) => (s.as_str(), s.as_str()),
-                (None, Some(_)) => ("none", "not run: the build failed"),
-                (None, None) => ("none", "not run"),
-            };
-            let _ = write!(
-                out,
-                "<td class=\"cell {class}\" title=\"{}: {label}\"></td>",
-                esc(&n.started_at)
-            );
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "cdi-harness nightly history" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "cdi-harness nightly history" }
+                @if history.nights.iter().any(|n| n.simulated) {
+                    p {
+                        strong { "Simulated:" }
+                        " nights on the " code { "sim" }
+                        " backend checked simulated GPUs, not real hardware."
+                    }
+                }
+                h2 { "Nights" }
+                table {
+                    tr {
+                        th { "#" } th { "started" } th { "backend" } th { "verdict" }
+                        th { "pass" } th { "fail" } th { "skip" } th { "changed inputs" }
+                        th { "regressions / needs attention / build log" }
+                    }
+                    @for (i, n) in history.nights.iter().enumerate() {
+                        tr {
+                            td { (i + 1) }
+                            td { (n.started_at) }
+                            td { (n.backend) @if n.simulated { " (simulated)" } }
+                            td class=(n.verdict.as_str()) { (n.verdict.as_str()) }
+                            td { (n.counts[0]) } td { (n.counts[1]) } td { (n.counts[2]) }
+                            td {
+                                @for (j, c) in n.changed_inputs.iter().enumerate() {
+                                    @if j > 0 { br; }
+                                    @let text = format!(
+                                        "{} {} → {}",
+                                        c.name,
+                                        c.old.as_deref().map(crate::diff::short_rev).unwrap_or("-"),
+                                        c.new.as_deref().map(crate::diff::short_rev).unwrap_or("-")
+                                    );
+                                    @match &c.compare_url {
+                                        Some(url) => a href=(url) { (text) },
+                                        None => (text),
+                                    }
+                                }
+                            }
+                            td {
+                                (n.regressions.join(", "))
+                                @if !n.attention.is_empty() {
+                                    @if !n.regressions.is_empty() { br; }
+                                    "needs attention: " (n.attention.join(", "))
+                                }
+                                @if let Some(b) = &n.build_failure {
+                                    details open {
+                                        summary {
+                                            "build failed: " code { (b.command) } " exited " (b.status)
+                                        }
+                                        pre { (b.log_tail) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                h2 { "Timeline per check" }
+                table {
+                    tr {
+                        th { "check" }
+                        @for i in 0..history.nights.len() { th { (i + 1) } }
+                    }
+                    @for key in &keys {
+                        tr {
+                            td { (key) }
+                            @for n in &history.nights {
+                                @let (class, label) = match (n.checks.get(*key), &n.build_failure) {
+                                    (Some(s), _) => (s.as_str(), s.as_str()),
+                                    (None, Some(_)) => ("none", "not run: the build failed"),
+                                    (None, None) => ("none", "not run"),
+                                };
+                                td class={ "cell " (class) } title={ (n.started_at) ": " (label) } {}
+                            }
+                        }
+                    }
+                }
+            }
         }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</table>\n</body></html>\n");
-    out
+    };
+    page.into_string()
 }
+
+/// The page's inline style sheet (no scripts, no external files: the page is one file).
+const STYLE: &str = "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}.pass{background:#3c3}.fail{background:#e33}.skip{background:#ec3}.xfail{background:#9c9}.new{background:#9cf}.none{background:#eee}.accepted{color:#080}.regressed,.build-failed{color:#c00;font-weight:bold}.needs-attention{color:#b60;font-weight:bold}td.cell{width:14px}pre{margin:0;font-size:12px;white-space:pre-wrap}";
 
 /// Writes [`html`] atomically.
 pub fn write_html(history: &History, path: &Path) -> Result<(), NightlyError> {
