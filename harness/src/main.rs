@@ -1,6 +1,7 @@
 //! `cdi-harness`: the command line. Turns library errors into messages and exit codes:
 //! 0 when every check passes, 1 when one fails (or a spec is invalid), 2 on a usage or
-//! configuration error (bad flag, bad scenario file, unreadable input).
+//! configuration error (bad flag, bad scenario file, unreadable input); 128 + the signal
+//! when a run was interrupted (Ctrl-C 130, SIGTERM 143, SIGHUP 129).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ use cdi_harness::{cdi, report, scenario};
     name = "cdi-harness",
     version,
     about = "Proves that Docker containers get the machine's NVIDIA GPUs through CDI, the way NixOS does it.",
-    after_help = "Exit codes: 0 all checks pass, 1 a check fails, 2 usage or configuration error."
+    after_help = "Exit codes: 0 all checks pass, 1 a check fails, 2 usage or configuration error; a run stopped by Ctrl-C, SIGTERM or SIGHUP: 130, 143, 129."
 )]
 struct Cli {
     #[command(subcommand)]
