@@ -55,13 +55,14 @@ pub fn process_gone(pid: u32) -> bool {
     if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
         return true;
     }
+    // It exists (kill succeeded, or EPERM: another user's): gone only if a zombie.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|st| {
             st.rsplit_once(')')
                 .map(|(_, rest)| rest.trim_start().starts_with('Z'))
         })
-        .unwrap_or(r != 0)
+        .unwrap_or(false)
 }
 
 /// Time limits for engine calls. Every call is bounded: a hung engine becomes a failed
