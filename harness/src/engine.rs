@@ -23,6 +23,47 @@ use futures_util::StreamExt;
 pub const RUN_LABEL: &str = "io.cdi-harness.run";
 /// Label naming the scenario and check that created the container.
 pub const CHECK_LABEL: &str = "io.cdi-harness.check";
+/// Label naming the process that created the container (`<hostname>/<pid>`), so that a
+/// later run can tell a dead run's leftovers (owner gone) from a live run's containers.
+pub const OWNER_LABEL: &str = "io.cdi-harness.owner";
+/// The [`Endpoint::source`] of the `sim` backend's private engine: errors about it must
+/// not send the user to the machine's own Docker service.
+pub const PRIVATE_ENGINE_SOURCE: &str = "the private simulated engine";
+
+/// This process as [`OWNER_LABEL`] names it: `<hostname>/<pid>`.
+pub fn owner_value() -> String {
+    format!("{}/{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the process `pid` of this machine is gone (no such process; a zombie counts
+/// as gone). A process of another user is alive: kill(2) answers EPERM for it.
+pub fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: kill(2) with signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return true;
+    }
+    // It exists (kill succeeded, or EPERM: another user's): gone only if a zombie.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            st.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
 
 /// Time limits for engine calls. Every call is bounded: a hung engine becomes a failed
 /// check with a message, never a hung harness.
@@ -67,7 +108,7 @@ pub enum EngineError {
     },
     /// The engine did not answer in time.
     #[error(
-        "the engine at {endpoint} did not answer `{call}` within {secs} s: check that dockerd is running (`systemctl status docker`)"
+        "the engine at {endpoint} stopped answering: it did not answer `{call}` within {secs} s: {hint}"
     )]
     Timeout {
         /// Where.
@@ -76,6 +117,40 @@ pub enum EngineError {
         call: String,
         /// The limit.
         secs: u64,
+        /// What to do (differs for the machine's engine and the harness's private one).
+        hint: String,
+    },
+    /// Nothing listens on the socket (ECONNREFUSED): the engine is not running.
+    #[error(
+        "the engine at {endpoint} refused the connection (`{call}`): it is not running: {hint}"
+    )]
+    Refused {
+        /// Where.
+        endpoint: String,
+        /// Which call.
+        call: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The engine closed the connection without an answer (reset, EOF): it crashed,
+    /// was killed or restarted during the call.
+    #[error(
+        "the engine at {endpoint} closed the connection during `{call}` without an answer: it stopped or crashed: {hint}"
+    )]
+    ConnectionLost {
+        /// Where.
+        endpoint: String,
+        /// Which call.
+        call: String,
+        /// What to do.
+        hint: String,
+    },
+    /// The run was interrupted (Ctrl-C, SIGTERM, SIGHUP) while the call was in flight;
+    /// the call was abandoned.
+    #[error("`{call}` was cancelled: the run was interrupted")]
+    Interrupted {
+        /// Which call.
+        call: String,
     },
     /// The engine refused a request.
     #[error("{call}: {message}")]
@@ -88,9 +163,7 @@ pub enum EngineError {
         status: u16,
     },
     /// Transport or protocol failure.
-    #[error(
-        "{call} at {endpoint} failed: {message}: check that dockerd is running and DOCKER_HOST is right"
-    )]
+    #[error("{call} at {endpoint} failed: {message}: {hint}")]
     Transport {
         /// Where.
         endpoint: String,
@@ -98,16 +171,20 @@ pub enum EngineError {
         call: String,
         /// What bollard said.
         message: String,
+        /// What to do.
+        hint: String,
     },
     /// The engine's wait for a container ended without an exit status.
     #[error(
-        "the engine at {endpoint} ended its wait for container {id} without an exit status: the engine stopped or restarted under it; check the engine's log (`journalctl -u docker`) and run again"
+        "the engine at {endpoint} ended its wait for container {id} without an exit status: the engine stopped or restarted under it: {hint}"
     )]
     NoExitCode {
         /// Where.
         endpoint: String,
         /// The container.
         id: String,
+        /// What to do.
+        hint: String,
     },
     /// The `docker` CLI could not be run.
     #[error("cannot run the docker CLI {cli}: {message}")]
@@ -265,6 +342,8 @@ pub struct Engine {
     endpoint: Endpoint,
     timeouts: Timeouts,
     run_id: String,
+    /// Cancels every call in flight at once (the run's Ctrl-C); see [`Engine::cancelled_by`].
+    cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
@@ -278,13 +357,15 @@ impl Engine {
         if let Some(path) = endpoint.socket_path() {
             match std::fs::metadata(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(EngineError::NoSocket {
-                        path,
-                        hint: format!(
+                    let hint = if endpoint.source == PRIVATE_ENGINE_SOURCE {
+                        down_hint(&endpoint)
+                    } else {
+                        format!(
                             "chosen from {}; start the engine (`sudo systemctl start docker`; with enableOnBoot = false the socket unit starts it on first use) or set DOCKER_HOST",
                             endpoint.source
-                        ),
-                    });
+                        )
+                    };
+                    return Err(EngineError::NoSocket { path, hint });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(EngineError::PermissionDenied { path });
@@ -302,12 +383,14 @@ impl Engine {
             endpoint: endpoint.uri.clone(),
             call: "connect".into(),
             message: e.to_string(),
+            hint: down_hint(&endpoint),
         })?;
         let mut engine = Engine {
             docker,
             endpoint,
             timeouts,
             run_id: run_id.to_string(),
+            cancel: tokio_util::sync::CancellationToken::new(),
         };
         engine.call("ping", engine.docker.ping()).await?;
         let negotiated = engine
@@ -337,6 +420,22 @@ impl Engine {
         &self.run_id
     }
 
+    /// This engine with its calls cancelled by `token`: once it fires, every call in
+    /// flight or to come ends at once with [`EngineError::Interrupted`], so that an
+    /// interrupted run never waits out a hung engine's timeouts.
+    pub fn cancelled_by(mut self, token: tokio_util::sync::CancellationToken) -> Engine {
+        self.cancel = token;
+        self
+    }
+
+    /// A copy whose calls no interruption cancels: the cleanup after Ctrl-C uses it
+    /// (under its own short deadline).
+    pub fn uncancelled(&self) -> Engine {
+        let mut e = self.clone();
+        e.cancel = tokio_util::sync::CancellationToken::new();
+        e
+    }
+
     /// The negotiated API version.
     pub fn api_version(&self) -> String {
         self.docker.client_version().to_string()
@@ -357,11 +456,18 @@ impl Engine {
         limit: Duration,
         fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
     ) -> Result<T, EngineError> {
-        match tokio::time::timeout(limit, fut).await {
+        let timed = tokio::time::timeout(limit, fut);
+        let result = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Err(EngineError::Interrupted { call: name.into() }),
+            r = timed => r,
+        };
+        match result {
             Err(_) => Err(EngineError::Timeout {
                 endpoint: self.endpoint.uri.clone(),
                 call: name.into(),
                 secs: limit.as_secs(),
+                hint: down_hint(&self.endpoint),
             }),
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.map_error(name, e)),
@@ -383,19 +489,43 @@ impl Engine {
                 endpoint: self.endpoint.uri.clone(),
                 call: call.into(),
                 secs: self.timeouts.call.as_secs(),
+                hint: down_hint(&self.endpoint),
             },
             other => {
-                let message = other.to_string();
-                let lower = format!("{other:?}").to_lowercase();
-                if lower.contains("permission denied") {
-                    if let Some(path) = self.endpoint.socket_path() {
-                        return EngineError::PermissionDenied { path };
+                let endpoint = self.endpoint.uri.clone();
+                let hint = down_hint(&self.endpoint);
+                match transport_failure(&other) {
+                    TransportFailure::PermissionDenied => {
+                        if let Some(path) = self.endpoint.socket_path() {
+                            return EngineError::PermissionDenied { path };
+                        }
                     }
+                    TransportFailure::NoSocket => {
+                        if let Some(path) = self.endpoint.socket_path() {
+                            return EngineError::NoSocket { path, hint };
+                        }
+                    }
+                    TransportFailure::Refused => {
+                        return EngineError::Refused {
+                            endpoint,
+                            call: call.into(),
+                            hint,
+                        };
+                    }
+                    TransportFailure::Lost => {
+                        return EngineError::ConnectionLost {
+                            endpoint,
+                            call: call.into(),
+                            hint,
+                        };
+                    }
+                    TransportFailure::Other => {}
                 }
                 EngineError::Transport {
-                    endpoint: self.endpoint.uri.clone(),
+                    endpoint,
                     call: call.into(),
-                    message,
+                    message: other.to_string(),
+                    hint,
                 }
             }
         }
@@ -485,6 +615,7 @@ impl Engine {
         let labels = HashMap::from([
             (RUN_LABEL.to_string(), self.run_id.clone()),
             (CHECK_LABEL.to_string(), req.check.clone()),
+            (OWNER_LABEL.to_string(), owner_value()),
         ]);
         ContainerCreateBody {
             image: Some(req.image.clone()),
@@ -510,8 +641,14 @@ impl Engine {
     /// refusal (the `--gpus` and unresolvable-device errors) is an outcome, not an error.
     pub async fn run(&self, req: &RunRequest) -> Result<RunOutcome, EngineError> {
         let body = self.create_body(req);
-        let created = match self
-            .call("create container", self.docker.create_container(None, body))
+        // Not cancelled: a create abandoned mid-flight would still create the
+        // container after the cleanup looked, and nobody would remove it.
+        let settle = self.uncancelled();
+        let created = match settle
+            .call(
+                "create container",
+                settle.docker.create_container(None, body),
+            )
             .await
         {
             Ok(c) => c,
@@ -563,6 +700,7 @@ impl Engine {
             return Err(EngineError::NoExitCode {
                 endpoint: self.endpoint.uri.clone(),
                 id: id.to_string(),
+                hint: down_hint(&self.endpoint),
             });
         };
         let docker = self.docker.clone();
@@ -612,8 +750,14 @@ impl Engine {
                 maximum_retry_count: None,
             });
         }
-        let id = match self
-            .call("create container", self.docker.create_container(None, body))
+        // Not cancelled: a create abandoned mid-flight would still create the
+        // container after the cleanup looked, and nobody would remove it.
+        let settle = self.uncancelled();
+        let id = match settle
+            .call(
+                "create container",
+                settle.docker.create_container(None, body),
+            )
             .await
         {
             Ok(c) => c.id,
@@ -681,10 +825,13 @@ impl Engine {
             .force(true)
             .v(true)
             .build();
-        match self
+        // Not cancelled: removal is the cleanup an interruption must still get
+        // (bounded by the call timeout and by the interrupted run's own deadline).
+        let settle = self.uncancelled();
+        match settle
             .call(
                 "remove container",
-                self.docker.remove_container(id, Some(opts)),
+                settle.docker.remove_container(id, Some(opts)),
             )
             .await
         {
@@ -709,6 +856,56 @@ impl Engine {
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
+    /// Removes the containers that harness runs which died (SIGKILL, OOM, a crash) left
+    /// on this engine: labelled by this harness, owned ([`OWNER_LABEL`]) by a process of
+    /// this machine that is gone, and created more than `grace` ago. Containers of live
+    /// runs, of other machines, or without an owner label are left alone. Returns what
+    /// it removed.
+    pub async fn remove_dead_runs(
+        &self,
+        grace: Duration,
+    ) -> Result<Vec<DeadRunContainer>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![RUN_LABEL.to_string()])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .call("list containers", self.docker.list_containers(Some(opts)))
+            .await?;
+        let host = format!("{}/", hostname());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut removed = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            let Some(owner) = labels.get(OWNER_LABEL) else {
+                continue;
+            };
+            let Some(pid) = owner
+                .strip_prefix(&host)
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let created = u64::try_from(c.created.unwrap_or(0)).unwrap_or(0);
+            let old_enough = now.saturating_sub(created) >= grace.as_secs();
+            if pid == std::process::id() || !old_enough || !process_gone(pid) {
+                continue;
+            }
+            let Some(id) = c.id else { continue };
+            self.remove(&id).await?;
+            removed.push(DeadRunContainer {
+                id,
+                check: labels.get(CHECK_LABEL).cloned().unwrap_or_default(),
+                owner: owner.clone(),
+            });
+        }
+        Ok(removed)
+    }
+
     /// Removes every container of this run: the safety net after a timeout, a panic or
     /// Ctrl-C interrupted a run between create and remove. Returns how many it removed.
     pub async fn remove_labelled(&self) -> Result<usize, EngineError> {
@@ -718,6 +915,86 @@ impl Engine {
         }
         Ok(ids.len())
     }
+}
+
+/// What a transport error (bollard's "error in the hyper legacy client …") was, found in
+/// its chain of sources: the I/O error's kind where there is one, hyper's words else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransportFailure {
+    Refused,
+    NoSocket,
+    PermissionDenied,
+    /// Reset, broken pipe, or closed before the answer was complete.
+    Lost,
+    Other,
+}
+
+fn transport_failure(e: &(dyn std::error::Error + 'static)) -> TransportFailure {
+    use std::io::ErrorKind as K;
+    let mut cur = Some(e);
+    let mut words = String::new();
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                K::ConnectionRefused => return TransportFailure::Refused,
+                K::NotFound => return TransportFailure::NoSocket,
+                K::PermissionDenied => return TransportFailure::PermissionDenied,
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                    return TransportFailure::Lost;
+                }
+                _ => {}
+            }
+        }
+        words.push_str(&format!("{err} {err:?} ").to_lowercase());
+        cur = err.source();
+    }
+    if words.contains("connection refused") {
+        TransportFailure::Refused
+    } else if words.contains("no such file or directory") {
+        TransportFailure::NoSocket
+    } else if words.contains("permission denied") {
+        TransportFailure::PermissionDenied
+    } else if words.contains("connection closed before message completed")
+        || words.contains("incompletemessage")
+        || words.contains("connection reset")
+        || words.contains("broken pipe")
+        || words.contains("unexpected end of file")
+    {
+        TransportFailure::Lost
+    } else {
+        TransportFailure::Other
+    }
+}
+
+/// What to do when an engine fails to answer: the machine's engine is the user's to
+/// look at (systemd); the harness's private engine is not, and has its own log.
+fn down_hint(endpoint: &Endpoint) -> String {
+    if endpoint.source == PRIVATE_ENGINE_SOURCE {
+        let dir = endpoint
+            .socket_path()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "/tmp/cdih-*".into());
+        format!(
+            "this is the harness's own private engine (under {dir}): it died, hung or was stopped; its log is {dir}/dockerd.log while the run lasts; run again, and report it if it keeps happening"
+        )
+    } else {
+        format!(
+            "check that dockerd is running (`systemctl status docker`, `journalctl -u docker`) and that the endpoint ({}) is right",
+            endpoint.source
+        )
+    }
+}
+
+/// A container a dead harness run left, as [`Engine::remove_dead_runs`] removed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadRunContainer {
+    /// Its id.
+    pub id: String,
+    /// Its check label (`<scenario>::<check>`).
+    pub check: String,
+    /// Its owner label (`<hostname>/<pid>`).
+    pub owner: String,
 }
 
 /// What `docker inspect` says of a container's state (the fields the checks read).
@@ -1039,5 +1316,48 @@ mod wait_tests {
             }
             other => panic!("a wait without a status must be an error, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_refused_socket_says_so_with_advice_for_its_engine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("d.sock");
+        // The socket file stays, nobody listens: ECONNREFUSED.
+        drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+        let timeouts = Timeouts {
+            call: Duration::from_secs(2),
+            ..Timeouts::default()
+        };
+        let private = Engine::connect(Endpoint::unix(&sock, PRIVATE_ENGINE_SOURCE), timeouts, "t")
+            .await
+            .expect_err("refused");
+        let text = private.to_string();
+        assert!(
+            matches!(private, EngineError::Refused { .. }),
+            "{private:?}"
+        );
+        assert!(text.contains("refused the connection (`ping`)"), "{text}");
+        assert!(text.contains("the harness's own private engine"), "{text}");
+        for wrong in ["systemctl", "docker -H", "hyper", "DOCKER_HOST"] {
+            assert!(!text.contains(wrong), "{wrong} in {text}");
+        }
+        let machine = Engine::connect(Endpoint::unix(&sock, "the rootful socket"), timeouts, "t")
+            .await
+            .expect_err("refused");
+        assert!(
+            machine.to_string().contains("systemctl status docker"),
+            "{machine}"
+        );
+    }
+
+    #[test]
+    fn a_gone_process_is_told_from_a_live_one() {
+        assert!(!process_gone(std::process::id()));
+        assert!(!process_gone(1), "init is alive (EPERM counts as alive)");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        assert!(process_gone(pid));
+        assert!(owner_value().ends_with(&format!("/{}", std::process::id())));
     }
 }

@@ -1,6 +1,7 @@
 //! `cdi-harness`: the command line. Turns library errors into messages and exit codes:
 //! 0 when every check passes, 1 when one fails (or a spec is invalid), 2 on a usage or
-//! configuration error (bad flag, bad scenario file, unreadable input).
+//! configuration error (bad flag, bad scenario file, unreadable input); 128 + the signal
+//! when a run was interrupted (Ctrl-C 130, SIGTERM 143, SIGHUP 129).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,37 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+// Terminal output that never panics: std's `println!` panics on EPIPE, so output to a
+// closed pipe (`… | head -c 300`, `2>&1 | head`) would abort the program (exit 101)
+// instead of ending quietly. These shadow std's macros for the whole binary, so every
+// command (and every line added later) gets them.
+
+/// `println!` that ignores a closed stdout.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let _ = write!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr (it may be the same pipe: `2>&1 | head`).
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 use cdi_harness::outcome::BackendKind;
 use cdi_harness::runner::{self, RunOptions};
@@ -18,7 +50,7 @@ use cdi_harness::{cdi, report, scenario};
     name = "cdi-harness",
     version,
     about = "Proves that Docker containers get the machine's NVIDIA GPUs through CDI, the way NixOS does it.",
-    after_help = "Exit codes: 0 all checks pass, 1 a check fails, 2 usage or configuration error."
+    after_help = "Exit codes: 0 all checks pass, 1 a check fails, 2 usage or configuration error; a run stopped by Ctrl-C, SIGTERM or SIGHUP: 130, 143, 129."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -534,6 +566,8 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("{}", report::progress_line(r, color))
         }));
     }
+    // Even with --quiet: removing what a dead run left is worth a line.
+    opts.notice = Some(Arc::new(|text: &str| eprintln!("note: {text}")));
     if backend == BackendKind::Sim && args.image.is_some() {
         eprintln!(
             "note: --image applies to the host backend; sim runs its own busybox image with a simulated nvidia-smi"
@@ -563,24 +597,14 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return config_error(format!("cannot start the async runtime: {e}")),
     };
+    let signalled = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let report = rt.block_on(async {
-        let cancel = opts.cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\ninterrupted: removing this run's containers and stopping private engines…"
-                );
-                cancel.cancel();
-            }
-        });
+        tokio::spawn(watch_signals(opts.cancel.clone(), signalled.clone()));
         runner::run_scenarios(&scenarios, &opts).await
     });
 
-    let width = terminal_width();
-    print!(
-        "{}",
-        report::summary_table(&report, width, color && std::io::stdout().is_terminal())
-    );
+    // The report files first: they must not depend on the terminal (a closed stdout,
+    // a second signal while the table prints).
     let mut code = if report.succeeded() {
         ExitCode::SUCCESS
     } else {
@@ -599,15 +623,68 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     if let Some(p) = &args.markdown {
-        if let Err(e) = write_text(p, &report::markdown(&report)) {
-            eprintln!("error: cannot write {}: {e}", p.display());
+        if let Err(e) = report::write_markdown(&report, p) {
+            eprintln!("error: {e}");
             code = ExitCode::from(2);
         }
     }
+    let width = terminal_width();
+    print!(
+        "{}",
+        report::summary_table(&report, width, color && std::io::stdout().is_terminal())
+    );
     if opts.cancel.is_cancelled() {
-        return ExitCode::from(130);
+        return ExitCode::from(match signalled.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => 130,
+            n => n,
+        });
     }
     code
+}
+
+/// Ctrl-C, SIGTERM (`systemctl stop`, CI time-outs) and SIGHUP (a closed terminal) all
+/// stop a run alike: the first cancels the in-flight engine calls, the run cleans up
+/// under its own short deadline and reports `interrupted`; its exit code (128 + the
+/// signal) goes to `code`. A second signal exits at once, saying what may be left,
+/// because an operator who presses Ctrl-C twice will not wait for a hung engine.
+async fn watch_signals(
+    cancel: tokio_util::sync::CancellationToken,
+    code: Arc<std::sync::atomic::AtomicU8>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term, mut hup) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!(
+                "warning: cannot handle Ctrl-C, SIGTERM or SIGHUP ({e}): an interrupted run will not clean up"
+            );
+            return;
+        }
+    };
+    let mut next = async || -> (&'static str, u8) {
+        tokio::select! {
+            _ = int.recv() => ("Ctrl-C", 130),
+            _ = term.recv() => ("SIGTERM", 143),
+            _ = hup.recv() => ("SIGHUP", 129),
+        }
+    };
+    let (name, n) = next().await;
+    code.store(n, std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "\ninterrupted ({name}): cancelling engine calls, removing this run's containers and stopping private engines (again to exit at once)…"
+    );
+    cancel.cancel();
+    let (again, n) = next().await;
+    eprintln!(
+        "\n{again} again: exiting now without cleaning up. May be left: containers labelled {}={} on the engine, and private engines (their dockerd is sent SIGTERM as this process exits) with their /tmp/cdih-* and cdih-spec-* directories; the next `cdi-harness run` finds and removes them.",
+        cdi_harness::engine::OWNER_LABEL,
+        cdi_harness::engine::owner_value(),
+    );
+    std::process::exit(i32::from(n));
 }
 
 fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize, suite: &Path) -> ExitCode {
@@ -659,10 +736,6 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize, suite: &Path)
             ExitCode::from(1)
         }
     }
-}
-
-fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
 }
 
 fn terminal_width() -> usize {

@@ -176,6 +176,13 @@ pub fn write_junit(report: &RunReport, path: &Path) -> Result<(), ReportError> {
     write_atomically(path, |w| w.write_all(xml.as_bytes()))
 }
 
+/// The Markdown summary ([`markdown`]) written atomically, like every report file: a
+/// full disk or an interrupted write leaves the previous summary whole, and a missing
+/// parent directory is created as for `--json`.
+pub fn write_markdown(report: &RunReport, path: &Path) -> Result<(), ReportError> {
+    write_bytes_atomically(path, markdown(report).as_bytes())
+}
+
 /// The JUnit XML as a string, for callers that ship it somewhere other than a file.
 ///
 /// Layout: one `<testsuite>` per scenario, one `<testcase name="<check>"

@@ -27,6 +27,25 @@ pub use crate::sim::SIM_IMAGE;
 /// Called with each result as soon as it is known (progress on a terminal).
 pub type Progress = Arc<dyn Fn(&CheckResult) + Send + Sync>;
 
+/// Called with what the run did besides checking (leftovers of dead runs removed).
+pub type Notice = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The trial of a scenario whose engine could not be prepared (or died during the
+/// run): the failure with its cause, so that it is not filed under a check.
+pub const SETUP_CHECK: &str = "setup";
+/// After an interruption, how long the in-flight work gets to wind down (its engine
+/// calls are cancelled at once) before it is abandoned.
+const INTERRUPT_WIND_DOWN: Duration = Duration::from_secs(3);
+/// After an interruption, the cleanup's own deadline (container removal); the private
+/// engine's stop has its own short grace.
+const INTERRUPT_CLEANUP: Duration = Duration::from_secs(5);
+/// How long a stopped or hung private engine gets to exit after an interruption before
+/// it is killed.
+const INTERRUPT_STOP_GRACE: Duration = Duration::from_secs(3);
+/// A container of a dead run is removed only when older than this, so that a run
+/// starting as its owner exits does not race its last removals.
+const DEAD_RUN_GRACE: Duration = Duration::from_secs(5);
+
 /// How to run.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -67,6 +86,8 @@ pub struct RunOptions {
     /// the inventory itself is marked simulated, so nothing it produces can pass for
     /// real hardware.
     pub stand_in_gpus: Option<crate::gpu::Inventory>,
+    /// Where notices go (what leftovers of dead runs were removed); `None` drops them.
+    pub notice: Option<Notice>,
 }
 
 impl RunOptions {
@@ -88,6 +109,13 @@ impl RunOptions {
             ci: crate::snapshot::ci_from_env(),
             not_applicable: BTreeMap::new(),
             stand_in_gpus: None,
+            notice: None,
+        }
+    }
+
+    fn notify(&self, text: &str) {
+        if let Some(n) = &self.notice {
+            n(text);
         }
     }
 
@@ -112,6 +140,14 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
     let started = Instant::now();
     let started_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let run_id = new_run_id();
+    if opts.backend == BackendKind::Sim {
+        for dir in sweep_dead_sim_dirs() {
+            opts.notify(&format!(
+                "removed {} left by a harness run that died",
+                dir.display()
+            ));
+        }
+    }
     let limit = Arc::new(tokio::sync::Semaphore::new(
         opts.scenario_concurrency.max(1),
     ));
@@ -265,16 +301,26 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         }
     };
 
+    // Set when the private engine died during the run without being asked to restart.
+    let mut died: Option<FactError> = None;
     if let Some(sess) = session.as_mut() {
+        sess.engine = sess.engine.clone().cancelled_by(opts.cancel.clone());
         engine_facts = Some(EngineFacts {
             version: None,
             api_version: Some(sess.engine.api_version()),
             endpoint: Some(sess.engine.endpoint().uri.clone()),
             hardware: sim_hardware(s, opts.backend),
         });
+        // Ctrl-C cancels the engine calls in flight, so the gathering ends at once and
+        // what had finished keeps its verdict; only work that does not wind down in
+        // time is abandoned, and then every check says it was interrupted.
         let work = gather(s, opts, sess, &ids, &mut facts, &mut timings);
+        let abandon = async {
+            opts.cancel.cancelled().await;
+            tokio::time::sleep(INTERRUPT_WIND_DOWN).await;
+        };
         tokio::select! {
-            _ = opts.cancel.cancelled() => {
+            _ = abandon => {
                 blocked = Some(interrupted("before this check finished"));
             }
             _ = work => {}
@@ -293,48 +339,116 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
                 .or_else(|| host_hardware(facts.gpu.as_ref()));
         }
         // The safety net: whatever happened above, no container of this run survives.
+        // After an interruption it runs on calls no interruption cancels, under its own
+        // short deadline (a hung engine must not hold the operator).
+        let cancelled = opts.cancel.is_cancelled();
+        let cleaner = sess.engine.uncancelled();
         let cleanup = async {
-            let left = sess.engine.labelled_containers().await;
+            let left = cleaner.labelled_containers().await;
             for id in left.iter().flatten() {
-                let _ = sess.engine.remove(id).await;
+                let _ = cleaner.remove(id).await;
             }
             if blocked.is_none() && ids.contains(&CheckId::NoLeftovers) {
-                facts.leftovers = Some(left.map_err(FactError::from));
+                facts.leftovers = Some(if cancelled {
+                    Err(interrupted("before the leftovers were looked for"))
+                } else {
+                    left.map_err(FactError::from)
+                });
             }
         };
-        let _ = tokio::time::timeout(opts.timeouts.call * 3, cleanup).await;
+        let deadline = if cancelled {
+            INTERRUPT_CLEANUP
+        } else {
+            opts.timeouts.call * 3
+        };
+        // An interrupted private engine is taken down whole (its containers with it):
+        // asking a possibly hung engine for its containers would only cost the deadline.
+        let swept = if cancelled && sess.private.is_some() {
+            drop(cleanup);
+            if blocked.is_none() && ids.contains(&CheckId::NoLeftovers) {
+                facts.leftovers = Some(Err(interrupted("before the leftovers were looked for")));
+            }
+            Ok(())
+        } else {
+            tokio::time::timeout(deadline, cleanup).await
+        };
+        if swept.is_err() && cancelled {
+            opts.notify(&format!(
+                "{}: the engine did not answer the cleanup within {} s: containers labelled {}={} may be left on it; the next run removes them",
+                s.name,
+                deadline.as_secs(),
+                engine::OWNER_LABEL,
+                engine::owner_value()
+            ));
+        }
         if let Some(private) = sess.private.as_mut() {
-            private.stop().await;
+            // Checked last, so that a death at any point of the run is seen.
+            if let Some(status) = private.engine.died().await {
+                died = Some(FactError::new(
+                    format!(
+                        "the private engine died during the run ({status}) without being asked to restart: the results after its death are not the machine's; its log ends: {}",
+                        private
+                            .engine
+                            .log_tail(5)
+                            .lines()
+                            .collect::<Vec<_>>()
+                            .join(" / ")
+                    ),
+                    Some(Cause::EngineDied),
+                ));
+            }
+            if cancelled {
+                private.stop_within(INTERRUPT_STOP_GRACE).await;
+            } else {
+                private.stop().await;
+            }
         }
     }
 
-    // When the engine could not be prepared at all, the first engine check carries the
-    // whole reason and the others point at it, so the summary says it once.
-    let first_blocked = ids
-        .iter()
-        .find(|id| **id != CheckId::MachineConfig)
-        .cloned();
+    // When the engine could not be prepared at all (or died under the run), the
+    // `setup` result carries the whole reason and its cause, and the checks that could
+    // not run point at it, so the summary says it once and no check is blamed for it.
     let mut out = Vec::new();
+    let setup_failure = match (&blocked, &died) {
+        (Some(why), _) if session.is_none() && why.cause != Some(Cause::Interrupted) => {
+            Some(why.clone())
+        }
+        (_, Some(why)) => Some(why.clone()),
+        _ => None,
+    };
+    if let Some(why) = &setup_failure {
+        let fix = match why.cause {
+            Some(Cause::EngineDied) => Some("the private engine is the harness's own: run again; if it keeps dying, its log (above) says why".to_string()),
+            _ => None,
+        };
+        let r = result(
+            s,
+            SETUP_CHECK,
+            opts.backend,
+            Verdict::fail(why.message.clone(), fix).because_of(why.cause),
+            Duration::ZERO,
+        );
+        if let Some(p) = &opts.progress {
+            p(&r);
+        }
+        out.push(r);
+    }
     for id in &ids {
         let t = Instant::now();
         let verdict = match &blocked {
-            Some(why)
-                if session.is_none()
-                    && Some(id) != first_blocked.as_ref()
-                    && *id != CheckId::MachineConfig =>
-            {
-                Verdict::fail(
-                    format!(
-                        "not run: the engine for this scenario could not be prepared (see {}::{})",
-                        s.name,
-                        first_blocked
-                            .as_ref()
-                            .map(CheckId::name)
-                            .unwrap_or_default()
-                    ),
-                    None,
-                )
-                .because_of(why.cause)
+            Some(why) if session.is_none() && *id != CheckId::MachineConfig => {
+                if why.cause == Some(Cause::Interrupted) {
+                    Verdict::fail(why.message.clone(), None).because_of(why.cause)
+                } else {
+                    Verdict::fail(
+                        format!(
+                            "not run: the engine for this scenario could not be prepared (see {}::{SETUP_CHECK})",
+                            s.name
+                        ),
+                        None,
+                    )
+                    .because_of(why.cause)
+                }
             }
             Some(why) if *id != CheckId::MachineConfig => {
                 Verdict::fail(why.message.clone(), None).because_of(why.cause)
@@ -383,7 +497,7 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
 /// The reason (and cause) of checks that Ctrl-C stopped.
 fn interrupted(when: &str) -> FactError {
     FactError::new(
-        format!("interrupted (Ctrl-C) {when}"),
+        format!("interrupted (Ctrl-C, SIGTERM or SIGHUP) {when}"),
         Some(Cause::Interrupted),
     )
 }
@@ -461,6 +575,22 @@ async fn prepare_host(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<S
     let engine = Engine::connect(endpoint, opts.timeouts, run_id)
         .await
         .map_err(FactError::from)?;
+    // Scenarios of a run that died (SIGKILL, OOM, a lost machine) left their
+    // containers: removed here, and said.
+    match engine.remove_dead_runs(DEAD_RUN_GRACE).await {
+        Ok(removed) => {
+            for c in removed {
+                opts.notify(&format!(
+                    "removed container {} ({}) left on {} by a harness run that died ({})",
+                    c.id.chars().take(12).collect::<String>(),
+                    c.check,
+                    engine.endpoint().uri,
+                    c.owner
+                ));
+            }
+        }
+        Err(e) => opts.notify(&format!("could not look for leftovers of dead runs: {e}")),
+    }
     let image = match opts.image_override.as_deref() {
         // Built from the host's nvidia-smi and imported before the first container.
         Some(crate::local_image::LOCAL) => crate::local_image::LOCAL_IMAGE.to_string(),
@@ -514,6 +644,11 @@ impl SimEnvironment {
     pub async fn stop(&mut self) {
         let _ = self.engine.stop().await;
     }
+
+    /// [`Self::stop`] with a short grace for dockerd (after an interruption).
+    pub async fn stop_within(&mut self, grace: Duration) {
+        let _ = self.engine.stop_within(grace).await;
+    }
 }
 
 /// Starts a private engine in the state the scenario describes: the simulated spec for
@@ -525,8 +660,9 @@ pub async fn start_sim(
     dockerd: Option<PathBuf>,
     timeouts: Timeouts,
 ) -> Result<SimEnvironment, String> {
+    // The owner's pid in the name lets a later run sweep it once its owner is gone.
     let scratch = tempfile::Builder::new()
-        .prefix("cdih-spec-")
+        .prefix(&format!("{SPEC_DIR_PREFIX}{}-", std::process::id()))
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory for the simulated specs: {e}"))?;
     // The engine (rootless: another user) must read the specs and support files.
@@ -547,7 +683,9 @@ pub async fn start_sim(
     // A rootless engine cannot create device nodes: its spec names the nodes by path
     // only, and the engine's namespace provides them (see sim::rootless).
     let rootless = s.facts.rootless_default;
-    if s.sim.spec == SimSpecState::Generated {
+    // A machine without GPUs (`[gpus] none = true`) gets no spec: one without devices
+    // is one the engine itself would refuse.
+    if s.sim.spec == SimSpecState::Generated && !gpus.is_empty() {
         let path = run.join(&s.spec_file);
         let spec = sim::sim_spec_json_with_fault(&gpus, &support, rootless, s.sim.fault);
         sim::write_fault_files(&support, s.sim.fault)
@@ -602,8 +740,8 @@ pub fn sim_engine_config(s: &Scenario) -> sim::EngineOptions {
 async fn prepare_sim(s: &Scenario, opts: &RunOptions, run_id: &str) -> Result<Session, FactError> {
     let mut env = start_sim(s, opts.dockerd.clone(), opts.timeouts)
         .await
-        .map_err(|e| FactError::new(e, None))?;
-    let endpoint = Endpoint::unix(env.engine.socket_path(), "the private simulated engine");
+        .map_err(|e| FactError::new(e, Some(Cause::EngineUnreachable)))?;
+    let endpoint = Endpoint::unix(env.engine.socket_path(), engine::PRIVATE_ENGINE_SOURCE);
     let engine = match Engine::connect(endpoint, opts.timeouts, run_id).await {
         Ok(e) => e,
         Err(e) => {
@@ -759,9 +897,10 @@ async fn gather(
         match (&opts.docker_cli, needs.contains(&Need::Cli)) {
             (Some(cli), true) => {
                 let t = Instant::now();
-                let r = engine::cli_info(cli, engine.endpoint(), opts.timeouts.call)
-                    .await
-                    .map_err(FactError::from);
+                let r = tokio::select! {
+                    r = engine::cli_info(cli, engine.endpoint(), opts.timeouts.call) => r.map_err(FactError::from),
+                    _ = opts.cancel.cancelled() => Err(interrupted("before `docker info` answered")),
+                };
                 Some((r, t.elapsed()))
             }
             _ => None,
@@ -835,7 +974,11 @@ async fn gather(
     // Last, when every other container is done: it restarts the engine.
     if needs.contains(&Need::Restart) && s.gpus.count > 0 && opts.backend == BackendKind::Sim {
         let t = Instant::now();
-        let outcome = restart_always(s, opts, sess).await;
+        let outcome = if opts.cancel.is_cancelled() {
+            checks::RestartOutcome::Error(interrupted("before the restart flow").message)
+        } else {
+            restart_always(s, opts, sess).await
+        };
         timings.insert("restart_always".into(), t.elapsed());
         facts.restart_always = Some(outcome);
     }
@@ -851,6 +994,36 @@ fn remote_reason(endpoint: &Endpoint) -> Option<String> {
         "the engine at {} is remote: its CDI spec files are on its own machine, not this one",
         endpoint.uri
     ))
+}
+
+/// The name prefix of the sim's spec scratch directories (`cdih-spec-<pid>-XXXXXX` in
+/// the temp dir).
+pub const SPEC_DIR_PREFIX: &str = "cdih-spec-";
+
+/// Removes what runs that died left in the temp dirs: spec scratch dirs whose owner
+/// process (named in the directory) is gone, and private engine dirs
+/// ([`sim::remove_stale_engine_dirs`]). Returns what it removed.
+pub fn sweep_dead_sim_dirs() -> Vec<PathBuf> {
+    let mut removed = sim::remove_stale_engine_dirs();
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return removed;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = name
+            .strip_prefix(SPEC_DIR_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        if is_dir && engine::process_gone(owner) && std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// What the spec checks need from the file system, read in one blocking pass.
@@ -975,7 +1148,14 @@ async fn restart_and_await(
     let Some(private) = sess.private.as_mut() else {
         return R::NotRun("no private engine to restart".into());
     };
-    match private.engine.restart().await {
+    // A hung engine does not exit on SIGTERM: Ctrl-C must not wait out the grace.
+    let restarted = tokio::select! {
+        r = private.engine.restart() => r,
+        _ = opts.cancel.cancelled() => {
+            return R::Error(interrupted("while the engine restarted").message);
+        }
+    };
+    match restarted {
         Ok(()) => {}
         Err(sim::SimError::RestartUnsupported { reason }) => return R::NotRun(reason),
         Err(e) => return R::EngineRestartFailed(e.to_string()),
@@ -984,7 +1164,7 @@ async fn restart_and_await(
     let endpoint = sess.engine.endpoint().clone();
     let run_id = sess.engine.run_id().to_string();
     match Engine::connect(endpoint, opts.timeouts, &run_id).await {
-        Ok(e) => sess.engine = e,
+        Ok(e) => sess.engine = e.cancelled_by(opts.cancel.clone()),
         Err(e) => return R::Error(format!("reconnecting after the engine restart: {e}")),
     }
     let t2 = Instant::now();
@@ -1064,6 +1244,10 @@ async fn await_listing(
                     return Listing::Seen(gpus, log);
                 }
                 last = Some((state, log));
+            }
+            // Interrupted: no point polling a cancelled engine until the limit.
+            Err(e @ engine::EngineError::Interrupted { .. }) => {
+                return Listing::Engine(e.to_string());
             }
             Err(e) => last_error = e.to_string(),
         }

@@ -64,6 +64,43 @@ pub enum ScenarioError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The path is not a regular file (a FIFO, a device, a socket): reading it could
+    /// block forever or never end.
+    #[error("{path}: is {kind}, not a scenario file: pass a regular .toml file")]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is instead.
+        kind: String,
+    },
+    /// The file is larger than any scenario (hostile or wrong input, e.g. a log).
+    #[error(
+        "{path}: larger than {limit} bytes, which no scenario file is: pass the scenario's .toml file"
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The file is not UTF-8 text (TOML must be).
+    #[error(
+        "{path}: not valid UTF-8 (first invalid byte at offset {offset}): TOML files must be UTF-8 text; re-save it as UTF-8"
+    )]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the first invalid byte.
+        offset: usize,
+    },
+    /// A directory given as scenarios holds no `*.toml` file.
+    #[error(
+        "{path}: no scenario files (*.toml) in this directory: pass a directory with scenarios or a .toml file"
+    )]
+    EmptyDir {
+        /// The directory.
+        path: PathBuf,
+    },
     /// Two scenario files would produce the same trial names.
     #[error(
         "{path}: scenario name `{name}` is already used by {other}; trial names must be unique"
@@ -482,6 +519,10 @@ struct RawScenario {
 struct RawGpus {
     // A number or "auto" (the default), validated in `parse`.
     count: Option<toml::Value>,
+    /// `none = true`: the machine has no GPU on purpose, the only way `count = 0` is
+    /// accepted (a forgotten count must not pass as a machine without GPUs).
+    #[serde(default)]
+    none: bool,
     #[serde(default)]
     pci: Vec<String>,
     model: Option<String>,
@@ -538,11 +579,71 @@ pub const DEFAULT_IMAGE: &str = "nvidia/cuda:13.1.1-base-ubuntu24.04";
 
 /// Loads and validates one scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+    let text = read_scenario_text(path)?;
+    parse(path, &text)
+}
+
+/// The largest scenario file read; real ones are a few kilobytes.
+pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
+
+/// A scenario file's text, read so that hostile input cannot hang or flood the
+/// harness: only a regular file (a FIFO or a device is refused before it is opened,
+/// and the open itself never blocks), at most [`MAX_SCENARIO_BYTES`], valid UTF-8.
+fn read_scenario_text(path: &Path) -> Result<String, ScenarioError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read_err = |source| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse(path, &text)
+    };
+    let not_file = |kind: &str| ScenarioError::NotAFile {
+        path: path.to_path_buf(),
+        kind: kind.to_string(),
+    };
+    let kind_of = |m: &std::fs::Metadata| {
+        use std::os::unix::fs::FileTypeExt as _;
+        let t = m.file_type();
+        if t.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(not_file(kind_of(&meta)));
+    }
+    // O_NONBLOCK: a file swapped for a FIFO between the check and the open must not
+    // block either; the descriptor's own metadata is what counts.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(not_file(kind_of(&meta)));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SCENARIO_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(ScenarioError::TooLarge {
+            path: path.to_path_buf(),
+            limit: MAX_SCENARIO_BYTES,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| ScenarioError::NotUtf8 {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })
 }
 
 /// Loads every `*.toml` in `dir`, sorted by name, rejecting duplicate names.
@@ -570,6 +671,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<(Vec<Scenario>, PathBuf), Scenari
             if path.extension().is_some_and(|e| e == "toml") {
                 found.push(path);
             }
+        }
+        if found.is_empty() {
+            return Err(ScenarioError::EmptyDir { path: p.clone() });
         }
         found.sort();
         files.extend(found);
@@ -658,6 +762,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             ));
         }
     };
+    match (declared, raw.gpus.none) {
+        (GpuCount::Fixed(0), false) => {
+            return Err(invalid(
+                "gpus.count",
+                "is 0: a machine without GPUs must say so with `none = true` in [gpus]; otherwise give the number of GPUs, or \"auto\"".into(),
+            ));
+        }
+        (GpuCount::Fixed(n), true) if n > 0 => {
+            return Err(invalid(
+                "gpus.none",
+                format!("is true but gpus.count is {n}: remove `none` or set count = 0"),
+            ));
+        }
+        (GpuCount::Auto, true) => {
+            return Err(invalid(
+                "gpus.none",
+                "is true but gpus.count is \"auto\" (the default): a machine without GPUs sets count = 0 with none = true".into(),
+            ));
+        }
+        _ => {}
+    }
     let count = match declared {
         GpuCount::Fixed(n) => n,
         GpuCount::Auto if !raw.gpus.pci.is_empty() => raw.gpus.pci.len() as u32,
@@ -778,6 +903,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
             return Err(invalid(
                 &key("command"),
                 "must name at least the program to run".into(),
+            ));
+        }
+        if command[0].trim().is_empty() {
+            return Err(invalid(
+                &key("command[0]"),
+                "is empty: the first element must name the program to run, e.g. \"nvidia-smi\""
+                    .into(),
             ));
         }
         for (field, value) in [("error", &r.error), ("error-contains", &r.error_contains)] {
@@ -1653,5 +1785,89 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
         std::fs::write(b.join("seed.toml"), SEED).expect("write");
         let err = load_all(&[a.join("seed.toml"), b.join("seed.toml")]).expect_err("duplicate");
         assert!(matches!(err, ScenarioError::Duplicate { .. }), "{err}");
+    }
+
+    /// The scenario text with `[gpus]` replaced.
+    fn with_gpus(gpus: &str) -> String {
+        format!(
+            "description = \"d\"\n[machine.virtualisation.docker]\nenable = true\n[gpus]\n{gpus}\n"
+        )
+    }
+
+    #[test]
+    fn zero_gpus_needs_none_true_and_none_needs_zero() {
+        match parse_seed(&with_gpus("count = 0")).expect_err("rejected") {
+            ScenarioError::Invalid { key, reason, .. } => {
+                assert_eq!(key, "gpus.count");
+                assert!(reason.contains("none = true"), "{reason}");
+            }
+            other => panic!("not an Invalid error: {other}"),
+        }
+        let s = parse_seed(&with_gpus("count = 0\nnone = true")).expect("a machine without GPUs");
+        assert_eq!(s.gpus.count, 0);
+        match parse_seed(&with_gpus("count = 2\nnone = true")).expect_err("rejected") {
+            ScenarioError::Invalid { key, .. } => assert_eq!(key, "gpus.none"),
+            other => panic!("not an Invalid error: {other}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_program_is_rejected_naming_the_file_and_key() {
+        let text = format!(
+            "{}[[run]]\nname = \"x\"\ncommand = [\"\"]\nexpect = \"success\"\n",
+            with_gpus("count = 1")
+        );
+        let err = parse_seed(&text).expect_err("rejected");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("scenarios/seed.toml: `run[0].command[0]`: is empty"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn hostile_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A FIFO with no writer would block a plain open forever.
+        let fifo = dir.path().join("fifo.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: mkfifo on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let t = std::time::Instant::now();
+        let err = load(&fifo).expect_err("a FIFO is refused");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            err.to_string()
+                .contains("is a FIFO (named pipe), not a scenario file"),
+            "{err}"
+        );
+        let err = load(Path::new("/dev/zero")).expect_err("a device is refused");
+        assert!(err.to_string().contains("/dev/zero: is a device"), "{err}");
+
+        let big = dir.path().join("big.toml");
+        std::fs::write(&big, vec![b'#'; MAX_SCENARIO_BYTES as usize + 1]).expect("write");
+        let err = load(&big).expect_err("too large");
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+
+        let latin1 = dir.path().join("latin1.toml");
+        std::fs::write(&latin1, b"description = \"caf\xe9\"\n").expect("write");
+        let err = load(&latin1).expect_err("not UTF-8");
+        assert!(
+            err.to_string()
+                .contains("not valid UTF-8 (first invalid byte at offset 18)"),
+            "{err}"
+        );
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        let err = load_paths(std::slice::from_ref(&empty)).expect_err("empty dir");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: no scenario files", empty.display())),
+            "{err}"
+        );
     }
 }

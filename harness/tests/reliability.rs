@@ -194,8 +194,13 @@ async fn an_unreachable_engine_fails_every_engine_check_with_a_fix() {
     ));
     let report = runner::run_scenarios(std::slice::from_ref(&s), &opts).await;
     assert!(!report.succeeded());
-    // The reason is given once, in the first engine check; the others point at it.
-    let first = find(&report.results, "spec_present");
+    // The reason is given once, in the `setup` result with its cause; the checks point
+    // at it.
+    let first = find(&report.results, "setup");
+    assert_eq!(
+        first.cause,
+        Some(cdi_harness::outcome::Cause::EngineUnreachable)
+    );
     assert_eq!(first.status, Status::Fail);
     assert!(
         first
@@ -216,11 +221,11 @@ async fn an_unreachable_engine_fails_every_engine_check_with_a_fix() {
                 assert_eq!(r.status, Status::Skip, "{r:?}");
                 assert!(r.message.contains("no known pitfall"), "{}", r.message);
             }
-            "spec_present" => {}
+            "setup" => {}
             _ => {
                 assert_eq!(r.status, Status::Fail, "{r:?}");
                 assert!(
-                    r.message.contains("see reliability::spec_present"),
+                    r.message.contains("see reliability::setup"),
                     "{}",
                     r.message
                 );
@@ -234,7 +239,7 @@ async fn scenarios_sharing_one_engine_sweep_only_their_own_containers() {
     // `quick` finishes (and sweeps) while `slow`'s container still runs on the same engine.
     let quick = scenario::parse(
         Path::new("quick.toml"),
-        "description = \"q\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 0\n[[run]]\nname = \"brief\"\ncommand = [\"/bin/busybox\", \"sleep\", \"1\"]\nexpect = \"success\"\n",
+        "description = \"q\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 0\nnone = true\n[[run]]\nname = \"brief\"\ncommand = [\"/bin/busybox\", \"sleep\", \"1\"]\nexpect = \"success\"\n",
     )
     .expect("parses");
     let slow = scenario_with(

@@ -343,6 +343,7 @@ let
     "count"
     "pci"
     "model"
+    "none"
   ];
   count =
     let
@@ -350,6 +351,8 @@ let
     in
     if unknownGpuKeys != [ ] then
       throw "${file}: unknown field `${head unknownGpuKeys}` in [gpus]"
+    else if declaredCount == "auto" && (rawGpus.none or false) then
+      invalid "gpus.none" "is true but gpus.count is \"auto\" (the default): a machine without GPUs sets count = 0 with none = true"
     else if declaredCount == "auto" then
       # scenario::SIM_AUTO_GPU_COUNT, or as many as gpus.pci lists: what the VM gets.
       (if isList (rawGpus.pci or [ ]) && rawGpus.pci or [ ] != [ ] then length rawGpus.pci else 2)
@@ -357,6 +360,10 @@ let
       invalid "gpus.count" "${toString declaredCount} GPUs is more than any machine has (at most 64)"
     else if typeOf declaredCount != "int" || declaredCount < 0 then
       invalid "gpus.count" "must be \"auto\" (the GPUs the driver reports) or a number of GPUs from 0 to 64, found ${builtins.toJSON declaredCount}"
+    else if declaredCount == 0 && !(rawGpus.none or false) then
+      invalid "gpus.count" "is 0: a machine without GPUs must say so with `none = true` in [gpus]; otherwise give the number of GPUs, or \"auto\""
+    else if declaredCount > 0 && (rawGpus.none or false) then
+      invalid "gpus.none" "is true but gpus.count is ${toString declaredCount}: remove `none` or set count = 0"
     else
       declaredCount;
   # `count = "auto"` (the default): the driver's GPUs on a host; `count` above in a VM.

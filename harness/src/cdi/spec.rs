@@ -322,7 +322,7 @@ pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
             let location = e.location();
             return Err(CdiError::Parse {
                 path: path.to_path_buf(),
-                reason: e.to_string(),
+                reason: with_utf8_note(e.to_string(), bytes),
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
             });
@@ -331,6 +331,18 @@ pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
     decode_value(&value).ok_or_else(|| CdiError::Empty {
         path: path.to_path_buf(),
     })
+}
+
+/// The decoder's words for bad bytes ("incomplete UTF-8 octet sequence") do not say
+/// that the file is not text: say it, with where.
+fn with_utf8_note(reason: String, bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => reason,
+        Err(e) => format!(
+            "{reason} (the file is not valid UTF-8: first invalid byte at offset {}; CDI specs are UTF-8 JSON or YAML)",
+            e.valid_up_to()
+        ),
+    }
 }
 
 /// The first key that a mapping sets twice through merge keys (`<<`) and its own
@@ -683,5 +695,19 @@ mod tests {
         assert!(msg.contains("/nonexistent/dir/nvidia.json"), "{msg}");
         assert!(err.fix_hint().is_some());
         assert!(msg.contains(err.fix_hint().unwrap_or_default()), "{msg}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_called_so() {
+        let err = parse_spec(
+            Path::new("x.yaml"),
+            b"cdiVersion: \"0.6.0\"\nkind: nvidia.com/gpu\n# caf\xe9\n",
+        )
+        .expect_err("not UTF-8");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not valid UTF-8: first invalid byte at offset 46"),
+            "{msg}"
+        );
     }
 }

@@ -42,11 +42,13 @@ impl std::fmt::Display for FactError {
 impl From<&EngineError> for FactError {
     fn from(e: &EngineError) -> FactError {
         let cause = match e {
-            EngineError::NoSocket { .. } | EngineError::Transport { .. } => {
-                Some(Cause::EngineUnreachable)
-            }
+            EngineError::NoSocket { .. }
+            | EngineError::Transport { .. }
+            | EngineError::Refused { .. }
+            | EngineError::ConnectionLost { .. } => Some(Cause::EngineUnreachable),
             EngineError::PermissionDenied { .. } => Some(Cause::PermissionDenied),
             EngineError::Timeout { .. } => Some(Cause::Timeout),
+            EngineError::Interrupted { .. } => Some(Cause::Interrupted),
             EngineError::NoExitCode { .. } => Some(Cause::EngineDied),
             EngineError::Daemon { message, .. } => crate::hints::classify(message),
             EngineError::Cli { .. } => None,

@@ -43,7 +43,12 @@ pub(super) fn restart_always(_: &Scenario, facts: &Facts, _: &CheckId) -> Verdic
                 .because(Cause::EngineDied)
         }
         Some(RestartOutcome::Error(e)) => {
-            let cause = classify(e);
+            // The runner's interruption texts (its own, and a cancelled engine call's).
+            let cause = classify(e).or_else(|| {
+                (e.starts_with("interrupted (")
+                    || e.ends_with("was cancelled: the run was interrupted"))
+                .then_some(Cause::Interrupted)
+            });
             Verdict::fail(
                 format!("the restart check could not finish: {e}"),
                 cause.and_then(fix_for).map(str::to_string),

@@ -14,8 +14,10 @@ fn eval(s: &Scenario, f: &Facts, name: &str) -> Verdict {
 }
 
 fn scenario(gpus: u32) -> Scenario {
+    // A machine without GPUs must say so (`none = true`).
+    let none = if gpus == 0 { "none = true" } else { "" };
     let text = format!(
-        "description = \"t\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = {gpus}\n\n[[run]]\nname = \"gpus_flag\"\ngpus = \"all\"\nexpect = \"failure\"\nerror = 'could not select device driver \"\" with capabilities: [[gpu]]'\n"
+        "description = \"t\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = {gpus}\n{none}\n[[run]]\nname = \"gpus_flag\"\ngpus = \"all\"\nexpect = \"failure\"\nerror = 'could not select device driver \"\" with capabilities: [[gpu]]'\n"
     );
     crate::scenario::parse(Path::new("t.toml"), &text).expect("test scenario parses")
 }

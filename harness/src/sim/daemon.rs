@@ -150,6 +150,9 @@ pub struct PrivateEngine {
     /// Processes of engine runs before a restart (see [`process_tree`]): cleanup kills
     /// those still alive too.
     earlier_trees: Vec<(i32, u64)>,
+    /// A [`PrivateEngine::restart`] failed: the engine is down because the restart
+    /// failed (its caller reports that), not because it died on its own.
+    restart_failed: bool,
 }
 
 /// What a rootful dockerd was started with, to start it again exactly so.
@@ -203,6 +206,11 @@ impl PrivateEngine {
             .unwrap_or_default();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| SimError::io(format!("chmod {}", root.display()), e))?;
+        // Who owns the directory: a later run removes it as soon as this process is
+        // gone (and its engine with it), not only after STALE_AGE.
+        let owner_path = root.join(OWNER_FILE);
+        std::fs::write(&owner_path, format!("{}\n", std::process::id()))
+            .map_err(|e| SimError::io(format!("writing {}", owner_path.display()), e))?;
 
         let spec_dirs = if opts.spec_dirs.is_empty() {
             let dir = root.join("cdi");
@@ -341,6 +349,7 @@ impl PrivateEngine {
             }),
             relaunch,
             earlier_trees: Vec::new(),
+            restart_failed: false,
         };
 
         match engine.wait_ready(opts.start_timeout).await {
@@ -492,6 +501,15 @@ impl PrivateEngine {
                     .into(),
             });
         };
+        if let Some(status) = self.exited() {
+            return Err(SimError::DiedBeforeRestart {
+                status,
+                log_tail: significant_tail(&self.log_tail(200), 5)
+                    .lines()
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            });
+        }
         if let Some(child) = self.child.as_mut() {
             if let Ok(None) = child.try_wait() {
                 if let Some(pid) = child.id() {
@@ -509,6 +527,7 @@ impl PrivateEngine {
                     let _ = child.start_kill();
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                     self.pid = None;
+                    self.restart_failed = true;
                     return Err(SimError::Restart {
                         detail: format!(
                             "dockerd did not exit within {} s of SIGTERM and was killed; its \
@@ -520,8 +539,10 @@ impl PrivateEngine {
                 }
             }
         }
-        // The old dockerd is gone: its spawning thread may go too.
+        // The old dockerd is gone: its spawning thread may go too. Until the new one
+        // answers, the engine is down because of this restart.
         self.keeper.release();
+        self.restart_failed = true;
         let log_start = std::fs::metadata(&relaunch.log_path).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -546,7 +567,10 @@ impl PrivateEngine {
         self.child = Some(child);
         self.keeper = keeper;
         match self.wait_ready(relaunch.start_timeout).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.restart_failed = false;
+                Ok(())
+            }
             Err(exit_status) => {
                 // Only what the new dockerd logged says why it failed.
                 let full = std::fs::read(&relaunch.log_path)
@@ -576,6 +600,54 @@ impl PrivateEngine {
     /// anything left under the temp dir (overlay mounts), remove the temp dir.
     /// Idempotent: a second call does nothing.
     pub async fn stop(&mut self) -> Result<(), SimError> {
+        self.stop_within(STOP_GRACE).await
+    }
+
+    /// How the engine's process exited, if it did without being stopped (it died, was
+    /// killed or crashed); `None` while it runs, once [`Self::stop`] took it down, or
+    /// after a [`Self::restart`] that failed (whose error says why it is down).
+    pub fn exited(&mut self) -> Option<String> {
+        if self.stopped || self.restart_failed {
+            return None;
+        }
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// [`Self::exited`], allowing for the moment a dying engine has already closed its
+    /// socket but cannot be reaped yet: when nothing listens on the socket any more, the
+    /// exit gets up to 2 s to show. A live (or stopped) engine costs one connect.
+    pub async fn died(&mut self) -> Option<String> {
+        if let Some(status) = self.exited() {
+            return Some(status);
+        }
+        if self.stopped || self.restart_failed || self.child.is_none() {
+            return None;
+        }
+        let gone = matches!(
+            std::os::unix::net::UnixStream::connect(&self.socket),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
+        );
+        if !gone {
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+        }
+        None
+    }
+
+    /// [`Self::stop`] giving dockerd only `grace` to exit after SIGTERM (and SIGCONT,
+    /// so that a stopped engine can act on it) before it is killed: the interrupted
+    /// run's short deadline.
+    pub async fn stop_within(&mut self, grace: Duration) -> Result<(), SimError> {
         if self.stopped {
             return Ok(());
         }
@@ -583,8 +655,15 @@ impl PrivateEngine {
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
+            resume(&child);
             let socket = self.socket.clone();
-            let _ = tokio::task::spawn_blocking(move || kill_all_containers(&socket)).await;
+            // Bounded by the grace too: a hung engine must not hold a short stop up
+            // (the blocking task ends on its own socket timeouts).
+            let _ = tokio::time::timeout(
+                grace,
+                tokio::task::spawn_blocking(move || kill_all_containers(&socket)),
+            )
+            .await;
             if let Some(pid) = child.id() {
                 tree = process_tree(pid);
             }
@@ -594,10 +673,7 @@ impl PrivateEngine {
                     libc::kill(pid as libc::pid_t, libc::SIGTERM);
                 }
             }
-            if tokio::time::timeout(STOP_GRACE, child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 kill_group(&child);
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -634,6 +710,7 @@ impl Drop for PrivateEngine {
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
+            resume(&child);
             kill_all_containers(&self.socket);
             if let Some(pid) = child.id() {
                 tree = process_tree(pid);
@@ -744,6 +821,20 @@ fn kill_group(child: &tokio::process::Child) {
         // process_group(0), so its pgid is its pid).
         unsafe {
             libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends SIGCONT to the engine's process group: an engine someone stopped (SIGSTOP,
+/// a debugger, a frozen cgroup) cannot act on the SIGTERM that takes it down, and a
+/// stop that waits out its grace for nothing holds an interrupted run up.
+fn resume(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) on the process group of our own unreaped child (spawned with
+        // process_group(0)), and on the child itself; SIGCONT harms no running process.
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), libc::SIGCONT);
+            libc::kill(pid as libc::pid_t, libc::SIGCONT);
         }
     }
 }
@@ -1431,11 +1522,22 @@ fn cleanup(
 
 /// How old an engine directory without a live engine must be before it is swept.
 const STALE_AGE: Duration = Duration::from_secs(600);
+/// The file in an engine directory naming the pid of the harness that made it.
+const OWNER_FILE: &str = "owner";
+
+/// Whether the directory's owner (its `owner` file) is a process that is gone.
+fn owner_gone(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .is_some_and(crate::engine::process_gone)
+}
 
 /// Removes `/tmp/cdih-*` directories that harness runs killed outright (SIGKILL, OOM)
 /// left behind: their dockerd died with them (`PR_SET_PDEATHSIG`) but nobody removed
-/// the directory. Only directories untouched for 10 minutes, with no live process of
-/// their engine and nothing mounted under them, are removed. Called by
+/// the directory. Only directories whose owner process is gone (their `owner` file) or,
+/// for those without one, untouched for 10 minutes, with no live process of their
+/// engine and nothing mounted under them, are removed. Called by
 /// [`PrivateEngine::start`]; returns what it removed.
 pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -1467,7 +1569,7 @@ pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
         let old_enough = newest
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= STALE_AGE);
-        if old_enough
+        if (old_enough || owner_gone(&path))
             && engine_processes(&name).is_empty()
             && mounts_under(&path).is_empty()
             && std::fs::remove_dir_all(&path).is_ok()

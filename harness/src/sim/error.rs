@@ -93,6 +93,19 @@ pub enum SimError {
         reason: String,
     },
 
+    /// The engine had already exited when the check came to restart it: it died on its
+    /// own, and restarting it would hide that.
+    #[error(
+        "the private engine had died before the harness restarted it ({status}): an engine \
+         that dies on its own is a failure, not a restart; its log ends: {log_tail}"
+    )]
+    DiedBeforeRestart {
+        /// How it exited.
+        status: String,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+
     /// Restarting the private engine failed before it was started again.
     #[error(
         "restarting the private engine failed: {detail}; `stop` (or dropping the engine) \
@@ -129,8 +142,9 @@ pub enum SimError {
 
     /// The engine refused or failed the image import.
     #[error(
-        "importing the test image {reference} failed: {detail}; check that the engine is \
-         running (`docker -H <host> info`) and that its data root has space"
+        "importing the test image {reference} failed: {detail}; the harness's private \
+         engine died or refused it: check its dockerd.log (in its /tmp/cdih-* directory) \
+         and that /tmp has space"
     )]
     Import {
         /// The image reference that was being created.
