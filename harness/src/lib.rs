@@ -6,6 +6,41 @@
 //! code path: [`runner::run_scenarios`] turns scenario files into [`outcome::CheckResult`]s.
 //! See `ARCHITECTURE.md` at the repository root for how the modules fit together.
 
+// Terminal output that never panics, for the commands whose printing lives in the
+// library (`report judge`, `report diff`/`history`, `scenario nixos-eval`): std's
+// `println!` panics on EPIPE, so `… | head` would abort them. Defined before the
+// modules, these shadow std's macros in every one of them (as `main.rs` does for the
+// binary).
+
+/// `println!` that ignores a closed stdout.
+#[allow(unused_macros)]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+#[allow(unused_macros)]
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let _ = write!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+#[allow(unused_macros)]
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod cdi;
 pub mod check_id;

@@ -486,3 +486,94 @@ fn scenario_init_from_host_writes_a_loadable_scenario_once() {
     assert!(text(&bad).contains("(file name)"), "{}", text(&bad));
     assert!(!text(&bad).contains("a bug"), "{}", text(&bad));
 }
+
+/// Commands whose printing lives in the library end quietly on a closed stdout (no
+/// "failed printing to stdout" panic, exit 101).
+#[test]
+fn library_commands_survive_a_closed_stdout() {
+    use std::process::Stdio;
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    for args in [vec!["scenario", "check"], vec!["list", "--scenario"]] {
+        let mut child = bin()
+            .args(&args)
+            .arg(&scenarios)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waits");
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{args:?}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("r.json");
+    let r = cdi_harness::outcome::RunReport {
+        schema_version: cdi_harness::outcome::REPORT_SCHEMA_VERSION,
+        backend: cdi_harness::outcome::BackendKind::Sim,
+        simulated: true,
+        started_at: "2026-11-30T00:00:00Z".into(),
+        duration: std::time::Duration::ZERO,
+        engines: Default::default(),
+        results: (0..2000)
+            .map(|i| cdi_harness::outcome::CheckResult {
+                scenario: "seed".into(),
+                check: format!("check_{i}"),
+                status: cdi_harness::outcome::Status::Fail,
+                message: "x".repeat(200),
+                fix: None,
+                cause: None,
+                evidence: None,
+                duration: std::time::Duration::ZERO,
+                backend: cdi_harness::outcome::BackendKind::Sim,
+                simulated: true,
+            })
+            .collect(),
+        flake_inputs: None,
+        specs: Default::default(),
+        interrupted: false,
+    };
+    cdi_harness::report::write_json(&r, &report).expect("write");
+    for args in [
+        vec![
+            "report".to_string(),
+            "judge".into(),
+            report.display().to_string(),
+            "--scenario".into(),
+            scenarios.join("seed.toml").display().to_string(),
+        ],
+        vec![
+            "report".to_string(),
+            "diff".into(),
+            report.display().to_string(),
+            report.display().to_string(),
+        ],
+    ] {
+        let mut child = bin()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("waits");
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{args:?}"
+        );
+    }
+}

@@ -397,7 +397,7 @@ fn closed_stdout_ends_quietly_and_every_report_is_written() {
             "--docker-host",
             "unix:///nonexistent/cdih-faults.sock",
             "--scenario",
-            "scenarios/seed.toml",
+            "harness/tests/fixtures/scenarios/host-1gpu.toml",
         ],
         |c| {
             c.arg("--markdown").arg(&md).arg("--junit").arg(&junit);
@@ -611,7 +611,7 @@ fn host_run(w: &Path, name: &str, uri: &str, extra: &[&str]) -> Harness {
         "--docker-host",
         uri,
         "--scenario",
-        "scenarios/seed.toml",
+        "harness/tests/fixtures/scenarios/host-1gpu.toml",
         "-q",
     ];
     args.extend_from_slice(extra);
@@ -669,7 +669,7 @@ fn sockets_that_refuse_hang_up_or_never_answer_say_what_happened() {
             spec["message"]
                 .as_str()
                 .unwrap_or_default()
-                .contains("seed::setup"),
+                .contains("host-1gpu::setup"),
             "{spec:#}"
         );
     }
@@ -817,7 +817,7 @@ fn a_full_disk_keeps_the_previous_reports_whole() {
             "--docker-host",
             "unix:///nonexistent/cdih-faults.sock",
             "--scenario",
-            "scenarios/seed.toml",
+            "harness/tests/fixtures/scenarios/host-1gpu.toml",
             "-q",
             "--json",
             files[0].to_str().expect("utf-8"),
