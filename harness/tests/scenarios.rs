@@ -175,6 +175,16 @@ fn main() {
             .collect()
     };
 
+    // Results the scenarios' check lists do not name (a scenario's `setup` when its
+    // engine could not be prepared or died, `harness` when the runner crashed) get a
+    // trial of their own, so what the other checks point at is in the summary too.
+    let mut names = names;
+    let extra: Vec<String> = results
+        .keys()
+        .filter(|k| !names.contains(k))
+        .cloned()
+        .collect();
+    names.extend(extra);
     let trials = names
         .into_iter()
         .map(|name| {
