@@ -385,8 +385,12 @@ impl HostSource for SystemHost {
                 call: PROBE_TIMEOUT,
                 ..Default::default()
             };
-            let endpoint = crate::engine::Endpoint::unix(socket, "doctor");
-            let engine = crate::engine::Engine::connect(endpoint, timeouts, "doctor")
+            // The source reads in messages as "chosen from …".
+            let endpoint = crate::engine::Endpoint::unix(
+                socket,
+                "this machine's socket order (DOCKER_HOST, rootful, rootless)",
+            );
+            let engine = crate::engine::Engine::connect(endpoint, timeouts, "probe")
                 .await
                 .map_err(|e| e.to_string())?;
             engine.info().await.map_err(|e| e.to_string())
