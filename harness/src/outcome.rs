@@ -301,14 +301,14 @@ pub struct HardwareFacts {
     pub driver_version: Option<String>,
     /// The GPUs, by index.
     #[serde(default)]
-    pub gpus: Vec<GpuFacts>,
+    pub gpus: Vec<GpuRecord>,
     /// True when driver and GPUs are the `sim` backend's inventions, not real hardware.
     pub simulated: bool,
 }
 
 /// One GPU as `nvidia-smi -L` and NVML name it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GpuFacts {
+pub struct GpuRecord {
     /// Device index (`nvidia.com/gpu=<index>`).
     pub index: u32,
     /// `GPU-…` UUID.

@@ -15,7 +15,7 @@ use crate::check_id::CheckId;
 use crate::checks::{self, FactError, Facts, Need, Verdict};
 use crate::engine::{self, Endpoint, Engine, RunOutcome, RunRequest, Timeouts};
 use crate::outcome::{
-    BackendKind, Cause, CheckResult, EngineFacts, GpuFacts, HardwareFacts, REPORT_SCHEMA_VERSION,
+    BackendKind, Cause, CheckResult, EngineFacts, GpuRecord, HardwareFacts, REPORT_SCHEMA_VERSION,
     RunReport, Status,
 };
 use crate::scenario::{Scenario, SimSpecState};
@@ -509,7 +509,7 @@ fn sim_hardware(s: &Scenario, backend: BackendKind) -> Option<HardwareFacts> {
         driver_version: Some(sim::SIM_DRIVER_VERSION.to_string()),
         gpus: scenario_sim_gpus(s)
             .into_iter()
-            .map(|g| GpuFacts {
+            .map(|g| GpuRecord {
                 index: g.index,
                 uuid: g.uuid,
                 name: g.name,
@@ -532,7 +532,7 @@ fn host_hardware(gpu: Option<&crate::gpu::GpuFacts>) -> Option<HardwareFacts> {
         gpus: inv
             .gpus
             .iter()
-            .map(|g| GpuFacts {
+            .map(|g| GpuRecord {
                 index: g.index,
                 uuid: g.uuid.clone(),
                 name: g.name.clone(),
@@ -1512,7 +1512,7 @@ mod tests {
         assert!(!hw.simulated);
         assert_eq!(
             hw.gpus,
-            [GpuFacts {
+            [GpuRecord {
                 index: 0,
                 uuid: "GPU-a00daf1f-6e35-3a97-0e7c-846edbc9f780".into(),
                 name: "NVIDIA H100 80GB HBM3".into(),

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cdi_harness::nightly::{self, NightlyError, NightlyOptions, Step, Verdict, flake, history};
+use cdi_harness::nightly::{
+    self, NightVerdict, NightlyError, NightlyOptions, Step, flake, history,
+};
 use cdi_harness::outcome::BackendKind;
 use cdi_harness::report;
 use cdi_harness::runner::RunOptions;
@@ -363,7 +365,7 @@ fn nix_gets_feature_flags_and_builds_default_only_when_the_flake_has_one() {
     let f = FakeFlake::new();
     f.next_rev(&"b".repeat(40));
     let o = rt().block_on(nightly::run(&options(&f))).unwrap();
-    assert_eq!(o.verdict, Verdict::Accepted);
+    assert_eq!(o.verdict, NightVerdict::Accepted);
     let log = f.log();
     assert!(
         log.contains("--extra-experimental-features nix-command flakes flake update"),
@@ -471,7 +473,7 @@ fn an_interrupted_night_never_corrupts_last_good_history_or_lock() {
     // The next complete night works on what the interruptions left.
     f.next_rev(&"e".repeat(40));
     let o = rt().block_on(nightly::run(&options(&f))).unwrap();
-    assert_eq!(o.verdict, Verdict::Accepted);
+    assert_eq!(o.verdict, NightVerdict::Accepted);
     assert_eq!(history::load(&f.state()).unwrap().nights.len(), 2);
 }
 
@@ -496,7 +498,7 @@ fn a_vanished_check_keeps_the_lock_unless_skips_are_allowed() {
     baseline_with(&f.state(), |_| {});
     f.next_rev(&"b".repeat(40));
     let o = rt().block_on(nightly::run(&options(&f))).unwrap();
-    assert_eq!(o.verdict, Verdict::NeedsAttention);
+    assert_eq!(o.verdict, NightVerdict::NeedsAttention);
     assert_eq!(o.verdict.exit_code(), 1);
     assert!(o.regressions.is_empty());
     assert_eq!(o.attention, ["seed::machine_config"]);
@@ -516,13 +518,13 @@ fn a_vanished_check_keeps_the_lock_unless_skips_are_allowed() {
         o.summary
     );
     let hist = history::load(&f.state()).unwrap();
-    assert_eq!(hist.nights[0].verdict, Verdict::NeedsAttention);
+    assert_eq!(hist.nights[0].verdict, NightVerdict::NeedsAttention);
     assert_eq!(hist.nights[0].attention, ["seed::machine_config"]);
 
     let mut opts = options(&f);
     opts.allow_skips = true;
     let o = rt().block_on(nightly::run(&opts)).unwrap();
-    assert_eq!(o.verdict, Verdict::Accepted);
+    assert_eq!(o.verdict, NightVerdict::Accepted);
     assert_eq!(o.attention, ["seed::machine_config"], "listed, accepted");
     assert!(
         o.summary.contains("accepted with --allow-skips"),
@@ -630,7 +632,7 @@ fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
     let hist = history::load(&f.state()).unwrap();
     assert_eq!(hist.nights.len(), 1);
     let night = &hist.nights[0];
-    assert_eq!(night.verdict, Verdict::BuildFailed);
+    assert_eq!(night.verdict, NightVerdict::BuildFailed);
     let b = night.build_failure.as_ref().unwrap();
     assert!(
         b.command.starts_with("nix build --no-link path:"),
@@ -746,7 +748,7 @@ fn nightly_cli_blocks_a_vanished_check_with_exit_1_unless_allow_skips() {
     assert!(t.contains("ACCEPTED (host backend)"), "{t}");
     assert!(t.contains("accepted with --allow-skips"), "{t}");
     assert_eq!(f.lock_rev(), "b".repeat(40));
-    let verdicts: Vec<Verdict> = history::load(&f.state())
+    let verdicts: Vec<NightVerdict> = history::load(&f.state())
         .unwrap()
         .nights
         .iter()
@@ -755,9 +757,9 @@ fn nightly_cli_blocks_a_vanished_check_with_exit_1_unless_allow_skips() {
     assert_eq!(
         verdicts,
         [
-            Verdict::Regressed,
-            Verdict::NeedsAttention,
-            Verdict::Accepted
+            NightVerdict::Regressed,
+            NightVerdict::NeedsAttention,
+            NightVerdict::Accepted
         ]
     );
 }
@@ -902,8 +904,8 @@ fn nightly_on_sim_accepts_blocks_a_regression_and_recovers() {
     assert!(page.contains("class=\"cell fail\"") && page.contains("class=\"cell pass\""));
 
     let hist = history::load(&f.state()).unwrap();
-    let verdicts: Vec<Verdict> = hist.nights.iter().map(|n| n.verdict).collect();
-    assert_eq!(verdicts, [Verdict::Regressed, Verdict::Accepted]);
+    let verdicts: Vec<NightVerdict> = hist.nights.iter().map(|n| n.verdict).collect();
+    assert_eq!(verdicts, [NightVerdict::Regressed, NightVerdict::Accepted]);
     let runs: Vec<_> = std::fs::read_dir(f.state().join(nightly::RUNS_DIR))
         .unwrap()
         .collect();

@@ -26,7 +26,7 @@ pub const HISTORY_VERSION: u32 = 2;
 /// What a night concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub enum NightVerdict {
     /// No regression: the updated lock was applied and the report became the last good.
     Accepted,
     /// A check regressed (or a new check fails): the previous lock was kept.
@@ -39,14 +39,14 @@ pub enum Verdict {
     BuildFailed,
 }
 
-impl Verdict {
+impl NightVerdict {
     /// Name as written in the history (kebab-case).
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Accepted => "accepted",
-            Verdict::Regressed => "regressed",
-            Verdict::NeedsAttention => "needs-attention",
-            Verdict::BuildFailed => "build-failed",
+            NightVerdict::Accepted => "accepted",
+            NightVerdict::Regressed => "regressed",
+            NightVerdict::NeedsAttention => "needs-attention",
+            NightVerdict::BuildFailed => "build-failed",
         }
     }
 
@@ -54,9 +54,9 @@ impl Verdict {
     /// the checks, 2 no verdict on the checks (the build failed).
     pub fn exit_code(self) -> u8 {
         match self {
-            Verdict::Accepted => 0,
-            Verdict::Regressed | Verdict::NeedsAttention => 1,
-            Verdict::BuildFailed => 2,
+            NightVerdict::Accepted => 0,
+            NightVerdict::Regressed | NightVerdict::NeedsAttention => 1,
+            NightVerdict::BuildFailed => 2,
         }
     }
 }
@@ -85,7 +85,7 @@ pub struct Night {
     /// True for `sim`.
     pub simulated: bool,
     /// What the night concluded.
-    pub verdict: Verdict,
+    pub verdict: NightVerdict,
     /// Checks passed, failed, skipped.
     pub counts: [usize; 3],
     /// Status of every check, by `scenario::check`.
@@ -361,7 +361,7 @@ pub fn write_html(history: &History, path: &Path) -> Result<(), NightlyError> {
 mod tests {
     use super::*;
 
-    fn night(id: &str, verdict: Verdict, status: Status) -> Night {
+    fn night(id: &str, verdict: NightVerdict, status: Status) -> Night {
         Night {
             id: id.into(),
             started_at: format!("2025-01-0{id}T00:00:00Z"),
@@ -388,7 +388,7 @@ mod tests {
         for i in 1..=5 {
             let dropped = push(
                 &mut h,
-                night(&i.to_string(), Verdict::Accepted, Status::Pass),
+                night(&i.to_string(), NightVerdict::Accepted, Status::Pass),
                 3,
             );
             if i <= 3 {
@@ -404,8 +404,12 @@ mod tests {
     #[test]
     fn html_is_escaped_and_has_timeline() {
         let mut h = History::default();
-        push(&mut h, night("1", Verdict::Accepted, Status::Pass), 10);
-        push(&mut h, night("2", Verdict::Regressed, Status::Fail), 10);
+        push(&mut h, night("1", NightVerdict::Accepted, Status::Pass), 10);
+        push(
+            &mut h,
+            night("2", NightVerdict::Regressed, Status::Fail),
+            10,
+        );
         let page = html(&h);
         assert!(page.contains("seed::&lt;device&gt;"), "{page}");
         assert!(!page.contains("<device>"));
@@ -420,7 +424,7 @@ mod tests {
     fn table_rows() {
         let mut h = History::default();
         assert!(table(&h).contains("no nightly runs"));
-        let mut n = night("1", Verdict::Regressed, Status::Fail);
+        let mut n = night("1", NightVerdict::Regressed, Status::Fail);
         n.regressions = vec!["seed::device_all".into()];
         push(&mut h, n, 10);
         let t = table(&h);
@@ -436,7 +440,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()).unwrap(), History::default());
         let mut h = History::default();
-        push(&mut h, night("1", Verdict::Accepted, Status::Pass), 10);
+        push(&mut h, night("1", NightVerdict::Accepted, Status::Pass), 10);
         save(dir.path(), &h).unwrap();
         assert_eq!(load(dir.path()).unwrap(), h);
         std::fs::write(index_path(dir.path()), "{trunc").unwrap();
@@ -444,7 +448,7 @@ mod tests {
     }
 
     fn failed_build() -> Night {
-        let mut n = night("3", Verdict::BuildFailed, Status::Pass);
+        let mut n = night("3", NightVerdict::BuildFailed, Status::Pass);
         n.checks.clear();
         n.counts = [0, 0, 0];
         n.build_failure = Some(BuildFailure {
@@ -459,7 +463,7 @@ mod tests {
     #[test]
     fn a_failed_build_shows_its_log_in_table_and_html() {
         let mut h = History::default();
-        push(&mut h, night("1", Verdict::Accepted, Status::Pass), 10);
+        push(&mut h, night("1", NightVerdict::Accepted, Status::Pass), 10);
         push(&mut h, failed_build(), 10);
         let t = table(&h);
         assert!(t.contains("build-failed"), "{t}");
@@ -492,7 +496,7 @@ mod tests {
     fn verdicts_round_trip_and_version_1_indexes_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::default();
-        let mut attention = night("2", Verdict::NeedsAttention, Status::Skip);
+        let mut attention = night("2", NightVerdict::NeedsAttention, Status::Skip);
         attention.attention = vec!["seed::<device>".into()];
         push(&mut h, attention, 10);
         push(&mut h, failed_build(), 10);
@@ -508,7 +512,7 @@ mod tests {
             "checks":{"seed::a":"fail"},"changed_inputs":[],"regressions":["seed::a"]}]}"#;
         std::fs::write(index_path(dir.path()), v1).unwrap();
         let old = load(dir.path()).unwrap();
-        assert_eq!(old.nights[0].verdict, Verdict::Regressed);
+        assert_eq!(old.nights[0].verdict, NightVerdict::Regressed);
         assert!(old.nights[0].build_failure.is_none() && old.nights[0].attention.is_empty());
     }
 }

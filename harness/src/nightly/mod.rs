@@ -22,7 +22,7 @@ use crate::report::{self, ReportError};
 use crate::runner::{self, RunOptions};
 use crate::scenario::Scenario;
 
-pub use history::{BuildFailure, History, Night, Verdict};
+pub use history::{BuildFailure, History, Night, NightVerdict};
 
 /// The last good report in the state directory.
 pub const LAST_GOOD_FILE: &str = "last-good.json";
@@ -165,7 +165,7 @@ pub struct NightlyOutcome {
     /// The run's id (directory under `runs/`).
     pub id: String,
     /// Accepted or regressed.
-    pub verdict: Verdict,
+    pub verdict: NightVerdict,
     /// `runs/<id>/`.
     pub run_dir: PathBuf,
     /// The human summary (also `runs/<id>/summary.txt`).
@@ -329,11 +329,11 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
         ),
     };
     let verdict = if !regressions.is_empty() {
-        Verdict::Regressed
+        NightVerdict::Regressed
     } else if !attention.is_empty() && !opts.allow_skips {
-        Verdict::NeedsAttention
+        NightVerdict::NeedsAttention
     } else {
-        Verdict::Accepted
+        NightVerdict::Accepted
     };
 
     let runs = opts.state_dir.join(RUNS_DIR);
@@ -361,7 +361,7 @@ pub async fn run(opts: &NightlyOptions) -> Result<NightlyOutcome, NightlyError> 
     checkpoint(opts, Step::RunWritten)?;
 
     let mut lock_applied = false;
-    if verdict == Verdict::Accepted {
+    if verdict == NightVerdict::Accepted {
         let current = std::fs::read(&lock).unwrap_or_default();
         if current != new_lock_bytes {
             report::write_bytes_atomically(&lock, &new_lock_bytes)?;
@@ -466,7 +466,7 @@ fn record_build_failure(
     let id = run_id(started_at, &runs);
     let run_dir = runs.join(&id);
     mkdir(&run_dir)?;
-    let verdict = Verdict::BuildFailed;
+    let verdict = NightVerdict::BuildFailed;
     let summary = summary(
         opts,
         &id,
@@ -545,7 +545,7 @@ fn finish(
 }
 
 /// Runs the notify command; its failure is a warning, never a changed verdict.
-fn notify(cmd: &str, verdict: Verdict, run_dir: &Path) -> Result<(), String> {
+fn notify(cmd: &str, verdict: NightVerdict, run_dir: &Path) -> Result<(), String> {
     let mut command = std::process::Command::new("sh");
     command
         .arg("-c")
@@ -590,7 +590,7 @@ enum Tonight<'a> {
 fn summary(
     opts: &NightlyOptions,
     id: &str,
-    verdict: Verdict,
+    verdict: NightVerdict,
     tonight: Tonight<'_>,
     input_changes: &[InputChange],
     old_inputs: &BTreeMap<String, FlakeInput>,
@@ -665,7 +665,7 @@ fn summary(
             }
         }
     }
-    if verdict == Verdict::Accepted {
+    if verdict == NightVerdict::Accepted {
         let _ = writeln!(
             out,
             "no regressions: the updated lock is applied to {} and this report is the last good one",

@@ -360,8 +360,9 @@ impl PrivateEngine {
                 let cause = failure_cause(&full_log);
                 let log_tail = significant_tail(&full_log, 25);
                 let hint = match engine.rootless {
-                    Some(_) => rootless::hint_for(&cause).unwrap_or_else(|| hint_for(&cause)),
-                    None => hint_for(&cause),
+                    Some(_) => rootless::rootless_start_hint(&cause)
+                        .unwrap_or_else(|| start_failure_hint(&cause)),
+                    None => start_failure_hint(&cause),
                 };
                 Err(SimError::EngineStart(Box::new(EngineStartFailure {
                     exit_status,
@@ -580,7 +581,7 @@ impl PrivateEngine {
                     })
                     .unwrap_or_default();
                 let cause = failure_cause(&full);
-                let hint = hint_for(&cause);
+                let hint = start_failure_hint(&cause);
                 Err(SimError::EngineStart(Box::new(EngineStartFailure {
                     exit_status,
                     waited: relaunch.start_timeout,
@@ -1099,7 +1100,7 @@ fn significant_tail(log: &str, lines: usize) -> String {
 }
 
 /// A fix hint from the line that says why dockerd failed.
-fn hint_for(cause: &str) -> String {
+fn start_failure_hint(cause: &str) -> String {
     let l = cause.to_lowercase();
     let hint = if l.contains("address already in use") {
         "another process holds the socket or a port dockerd needs; stop it (or another \
@@ -1704,14 +1705,17 @@ mod tests {
 
     #[test]
     fn hints_follow_the_log() {
-        assert!(hint_for("listen unix /x: bind: address already in use").contains("socket"));
         assert!(
-            hint_for("failed to start containerd: exec: \"containerd\": executable file not found in $PATH")
+            start_failure_hint("listen unix /x: bind: address already in use").contains("socket")
+        );
+        assert!(
+            start_failure_hint("failed to start containerd: exec: \"containerd\": executable file not found in $PATH")
                 .contains("install-engine")
         );
-        assert!(hint_for("nothing useful").contains("by hand"));
+        assert!(start_failure_hint("nothing useful").contains("by hand"));
         assert!(
-            hint_for("failed to start daemon: runtime name 'runc' is reserved").contains("rename")
+            start_failure_hint("failed to start daemon: runtime name 'runc' is reserved")
+                .contains("rename")
         );
     }
 

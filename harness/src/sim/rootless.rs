@@ -765,7 +765,7 @@ pub(crate) fn remove_in_namespace(
 
 /// A fix hint for a rootless engine that did not come up, from the log line that says
 /// why; `None` when the generic hints apply.
-pub(crate) fn hint_for(cause: &str) -> Option<String> {
+pub(crate) fn rootless_start_hint(cause: &str) -> Option<String> {
     let l = cause.to_lowercase();
     let hint = if l.contains("uid_map") || l.contains("gid_map") || l.contains("newuidmap") {
         "rootlesskit could not map the user's subordinate ids: check the user's lines in \
@@ -904,19 +904,19 @@ mod tests {
         assert!(e.contains("chmod 0755"), "{e}");
         let e = not_accessible("u", "x:/opt/e/dockerd").to_string();
         assert!(e.contains("cannot run /opt/e/dockerd"), "{e}");
-        let h = hint_for(
+        let h = rootless_start_hint(
             "[rootlesskit:parent] error: failed to setup UID/GID map: newuidmap 33 [0 1001 1] \
              failed: newuidmap: write to uid_map failed: Operation not permitted",
         )
         .unwrap();
         assert!(h.contains("/etc/subuid"), "{h}");
         assert!(
-            hint_for("rootlesskit needs to be installed")
+            rootless_start_hint("rootlesskit needs to be installed")
                 .unwrap()
                 .contains("apt-get install rootlesskit uidmap")
         );
-        assert!(hint_for("failed to start daemon: something else").is_none());
-        let h = hint_for("open(\"/dev/net/tun\"): Permission denied").unwrap();
+        assert!(rootless_start_hint("failed to start daemon: something else").is_none());
+        let h = rootless_start_hint("open(\"/dev/net/tun\"): Permission denied").unwrap();
         assert!(h.contains("chmod 0666 /dev/net/tun"), "{h}");
         let e = missing_tool("slirp4netns", "/usr/bin".into()).to_string();
         assert!(
