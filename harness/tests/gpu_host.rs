@@ -23,34 +23,8 @@ use cdi_harness::outcome::{BackendKind, Status};
 use cdi_harness::runner::{self, RunOptions};
 use cdi_harness::scenario::{self, Place};
 use cdi_harness::select;
-use cdi_harness::sim::{find_dockerd, find_static_busybox};
 
-/// A test that cannot run here fails with the reason, unless the user opted out with
-/// `CDI_HARNESS_ALLOW_SKIP=1`, in which case it says it skipped.
-fn cannot_run(reason: &str) {
-    if std::env::var_os("CDI_HARNESS_ALLOW_SKIP").is_some_and(|v| v == "1") {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    panic!(
-        "cannot run this simulated GPU host test here: {reason} (set CDI_HARNESS_ALLOW_SKIP=1 to skip knowingly)"
-    );
-}
-
-/// Why this machine cannot start a private engine, if it cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the private engine needs root".to_string());
-    }
-    if let Err(e) = find_dockerd(None) {
-        return Some(e.to_string());
-    }
-    if let Err(e) = find_static_busybox() {
-        return Some(e.to_string());
-    }
-    None
-}
+mod common;
 
 fn shipped() -> Vec<scenario::Scenario> {
     scenario::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
@@ -117,8 +91,8 @@ const BROKEN: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_reasons() {
-    if let Some(why) = skip_reason() {
-        cannot_run(&why);
+    if let Some(why) = common::engine_skip_reason() {
+        common::cannot_run("this simulated GPU host test", &why);
         return;
     }
     // The machine: two GPUs as the driver would report them (simulated, labelled so).
@@ -268,8 +242,8 @@ async fn a_simulated_two_gpu_host_passes_what_applies_and_skips_the_rest_with_re
 /// host's `nvidia-smi` (whose own files the CDI spec mounts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_with_the_hosts_glibc_runs_a_host_program() {
-    if let Some(why) = skip_reason() {
-        cannot_run(&why);
+    if let Some(why) = common::engine_skip_reason() {
+        common::cannot_run("this simulated GPU host test", &why);
         return;
     }
     let Some(program) = ["/usr/bin/env", "/bin/env"]
@@ -277,7 +251,10 @@ async fn an_image_with_the_hosts_glibc_runs_a_host_program() {
         .map(PathBuf::from)
         .find(|p| p.is_file())
     else {
-        cannot_run("no dynamic /usr/bin/env to build the image for");
+        common::cannot_run(
+            "this simulated GPU host test",
+            "no dynamic /usr/bin/env to build the image for",
+        );
         return;
     };
     let libs = cdi_harness::local_image::libraries_of(std::slice::from_ref(&program))

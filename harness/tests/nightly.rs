@@ -5,7 +5,10 @@
 //! history or the flake's lock.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{bin, repo, text};
 
 use cdi_harness::nightly::{
     self, NightVerdict, NightlyError, NightlyOptions, Step, flake, history,
@@ -14,29 +17,10 @@ use cdi_harness::outcome::BackendKind;
 use cdi_harness::report;
 use cdi_harness::runner::RunOptions;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cdi-harness"))
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
 fn reports(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/reports")
         .join(name)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 const REV_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

@@ -27,32 +27,7 @@ use cdi_harness::sim::{
 };
 use futures_util::StreamExt as _;
 
-/// A test that cannot run here fails with the reason, unless the user opted out with
-/// `CDI_HARNESS_ALLOW_SKIP=1`, in which case it says it skipped.
-fn cannot_run(reason: &str) {
-    if std::env::var_os("CDI_HARNESS_ALLOW_SKIP").is_some_and(|v| v == "1") {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    panic!(
-        "cannot run this engine test here: {reason} (set CDI_HARNESS_ALLOW_SKIP=1 to skip knowingly)"
-    );
-}
-
-/// Why this machine cannot run the engine tests, if it cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("the private engine needs root".to_string());
-    }
-    if let Err(e) = find_dockerd(None) {
-        return Some(e.to_string());
-    }
-    if let Err(e) = find_static_busybox() {
-        return Some(e.to_string());
-    }
-    None
-}
+mod common;
 
 /// Serializes the tests that start rootless engines: one asserts that no process of
 /// the engine's user is left, which another test's engine would break.
@@ -375,8 +350,8 @@ async fn import_and_list_all(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let t0 = Instant::now();
@@ -489,8 +464,8 @@ async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
 // The default current-thread runtime: the engine must work there too.
 #[tokio::test]
 async fn dropping_the_engine_cleans_up() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let engine = PrivateEngine::start(EngineOptions::default())
@@ -508,8 +483,8 @@ async fn dropping_the_engine_cleans_up() {
 // The default current-thread runtime: the engine must work there too.
 #[tokio::test]
 async fn a_failing_start_reports_the_log_and_cleans_up() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     // A runtime named like a built-in one makes dockerd refuse its configuration.
@@ -582,8 +557,8 @@ async fn await_listings(
 // engine restarts, and the restarted engine must be taken down completely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_engine_brings_back_restart_always_cdi_containers() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let mut engine = PrivateEngine::start(EngineOptions::default())
@@ -692,8 +667,8 @@ async fn restarted_engine_brings_back_restart_always_cdi_containers() {
 // A restart whose dockerd cannot start again: the error says why, stop still removes all.
 #[tokio::test]
 async fn a_failed_restart_reports_why_and_stop_cleans_up() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let mut engine = PrivateEngine::start(EngineOptions::default())
@@ -729,7 +704,7 @@ async fn a_failed_restart_reports_why_and_stop_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rootless_engine_runs_cdi_containers_and_leaves_nothing() {
     if let Some(reason) = rootless_skip_reason() {
-        cannot_run(&reason);
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let _serial = ROOTLESS.lock().await;
@@ -837,11 +812,14 @@ async fn rootless_engine_runs_cdi_containers_and_leaves_nothing() {
 #[tokio::test]
 async fn rootless_start_refuses_a_spec_dir_its_user_cannot_read() {
     if let Some(reason) = rootless_skip_reason() {
-        cannot_run(&reason);
+        common::cannot_run("this engine test", &reason);
         return;
     }
     if euid() != 0 {
-        cannot_run("as an ordinary user the engine's user is the owner of every dir");
+        common::cannot_run(
+            "this engine test",
+            "as an ordinary user the engine's user is the owner of every dir",
+        );
         return;
     }
     // A 0700 directory above the spec dir (as `mktemp -d` makes): the mistake this
@@ -869,7 +847,7 @@ async fn rootless_start_refuses_a_spec_dir_its_user_cannot_read() {
 #[tokio::test]
 async fn a_failing_rootless_start_reports_the_log_and_cleans_up() {
     if let Some(reason) = rootless_skip_reason() {
-        cannot_run(&reason);
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let _serial = ROOTLESS.lock().await;
@@ -908,7 +886,7 @@ async fn a_failing_rootless_start_reports_the_log_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_two_rootless_engines_cleans_up() {
     if let Some(reason) = rootless_skip_reason() {
-        cannot_run(&reason);
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let _serial = ROOTLESS.lock().await;
@@ -963,8 +941,8 @@ async fn dropping_two_rootless_engines_cleans_up() {
 /// failure that the scenario says must fail for another cause.
 #[test]
 fn run_verdicts_ignore_insta_variables_and_demand_the_declared_cause() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -1031,8 +1009,8 @@ fn run_verdicts_ignore_insta_variables_and_demand_the_declared_cause() {
 /// nothing compared); in CI mode the same run fails, as insta does in CI.
 #[test]
 fn a_first_snapshot_is_new_outside_ci_and_a_failure_in_ci() {
-    if let Some(reason) = skip_reason() {
-        cannot_run(&reason);
+    if let Some(reason) = common::engine_skip_reason() {
+        common::cannot_run("this engine test", &reason);
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
