@@ -14,18 +14,27 @@
 //! - a `null` entry in `deviceNodes`, `hooks`, `mounts` or `netDevices` becomes a nil
 //!   pointer that the library's validation dereferences: it panics.
 //!
-//! One known gap: the YAML parser used here (YAML 1.2) does not say whether a scalar was
-//! quoted. A quoted number or boolean where Go wants one (`major: "5"`) is refused as Go
-//! refuses it, except for the spellings only YAML 1.1 reads as numbers or booleans
-//! (`"0666"`, `"1_000"`, `"yes"`): quoted, they are accepted here although Go refuses them.
+//! - a quoted scalar is a string whatever its text (`yaml.v2` resolves only plain ones):
+//!   `fileMode: "0666"`, `major: "1_000"`, `enableCMT: "yes"` are type errors; a plain
+//!   YAML 1.1-only spelling in a string field becomes Go's text for its value
+//!   (`name: 010` is `"8"`, `name: yes` is `"true"`).
+//!
+//! The YAML parser behind [`Value`] follows YAML 1.2 and does not say whether a scalar
+//! was quoted, so [`mark_scalar_styles`] reads that from libyaml's events and tags the
+//! scalars where it matters. Where it cannot (explicitly tagged scalars such as
+//! `!!str 010`, a tree that does not match the events), the decoder falls back to
+//! reading a 1.1-only spelling as plain in an int or bool field and as its text in a
+//! string field.
 //!
 //! Robustness: nesting deeper than [`MAX_DEPTH`] is refused before any parser runs
 //! (the YAML scanner is quadratic in flow nesting depth), so every input is handled in
 //! linear time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use serde_yaml_ng::Value;
+use serde_yaml_ng::value::{Tag, TaggedValue};
 
 use super::spec::{
     ContainerEdits, Device, DeviceNode, Hook, IntelRdt, LinuxNetDevice, Mount, Spec,
@@ -282,6 +291,312 @@ fn yaml11_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// The tag that [`mark_scalar_styles`] puts on a string scalar written plain. Private
+/// tags, so that the marks ride through alias expansion and `<<` merges with the value;
+/// a document that wrote these tags itself would be read as marked (no spec has reason to).
+const PLAIN_MARK: &str = "!cdi-harness/plain";
+/// The tag that [`mark_scalar_styles`] puts on a string scalar written quoted (or as a
+/// block scalar): anything but plain.
+const QUOTED_MARK: &str = "!cdi-harness/quoted";
+
+/// How a scalar was written, where it matters to `yaml.v2`: its parser passes
+/// `implicit` only for plain scalars, and its decoder (`decode.go`, `scalar`) resolves
+/// a scalar without tag and without `implicit` as `!!str` without looking at the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// Plain: `yaml.v2` resolves it with the YAML 1.1 rules (`010` is the int 8).
+    Plain,
+    /// Quoted or a block scalar: always a string to `yaml.v2`.
+    Quoted,
+}
+
+/// The style marked on `v` by [`mark_scalar_styles`]; `None` where unknown.
+fn marked_style(v: &Value) -> Option<Style> {
+    match v {
+        Value::Tagged(t) if t.tag == Tag::new(PLAIN_MARK) => Some(Style::Plain),
+        Value::Tagged(t) if t.tag == Tag::new(QUOTED_MARK) => Some(Style::Quoted),
+        _ => None,
+    }
+}
+
+/// The shape of a YAML document as libyaml's events give it: what the YAML 1.2 tree
+/// ([`Value`]) forgets, i.e. whether each scalar was plain.
+#[derive(Debug)]
+enum Shape {
+    /// A scalar; `style` is `None` when it carries an explicit tag (`!!str 010`), which
+    /// decides its type instead of the style: left to the value as parsed.
+    Scalar {
+        style: Option<Style>,
+    },
+    Sequence(Vec<Rc<Shape>>),
+    /// Key and value shapes, in document order.
+    Mapping(Vec<(Rc<Shape>, Rc<Shape>)>),
+}
+
+/// One libyaml event, copied out of the C-style structure.
+enum Event {
+    Scalar {
+        anchor: Option<String>,
+        style: Option<Style>,
+    },
+    SequenceStart(Option<String>),
+    MappingStart(Option<String>),
+    End,
+    Alias(String),
+    /// Stream/document start: nothing to build.
+    Skip,
+    /// End of the first document or of the stream: `yaml.v2` reads only the first.
+    Stop,
+}
+
+/// Wraps every string scalar of `value` that `yaml.v2` would resolve differently
+/// from the YAML 1.2 parser behind [`Value`] (an int or bool spelling only YAML 1.1
+/// has: `0666`, `1_000`, `yes`) in a tag saying whether it was written plain or
+/// quoted, so the decoder can follow Go: quoted, it stays a string (refused in an
+/// int or bool field); plain, it is a number or bool (its decimal text in a string
+/// field: `010` → `"8"`).
+///
+/// Run it on the tree as parsed from `bytes`, before `<<` merges are applied: the
+/// tree then matches libyaml's events one to one (aliases are followed to their
+/// anchors, so an aliased scalar gets the style of the anchored one, as in Go), and
+/// merged entries carry their marks along. Where the two do not line up (an event
+/// stream serde_yaml_ng read differently, a tagged node), nothing is marked and the
+/// decoder keeps its style-blind reading (1.1-only spellings taken as plain).
+pub fn mark_scalar_styles(value: &mut Value, bytes: &[u8]) {
+    if let Some(shape) = scan_shape(bytes) {
+        mark(value, &shape);
+    }
+}
+
+/// Marks `value` against `shape`, stopping wherever they disagree.
+fn mark(value: &mut Value, shape: &Shape) {
+    match (value, shape) {
+        (Value::Mapping(m), Shape::Mapping(pairs)) if m.len() == pairs.len() => {
+            for ((_, v), (_, s)) in m.iter_mut().zip(pairs) {
+                mark(v, s);
+            }
+        }
+        (Value::Sequence(items), Shape::Sequence(shapes)) if items.len() == shapes.len() => {
+            for (v, s) in items.iter_mut().zip(shapes) {
+                mark(v, s);
+            }
+        }
+        (v @ Value::String(_), Shape::Scalar { style: Some(style) }) => {
+            let Value::String(s) = &*v else {
+                return;
+            };
+            if !(yaml11_only_int(s) || yaml11_only_bool(s)) {
+                return;
+            }
+            let tag = match style {
+                Style::Plain => PLAIN_MARK,
+                Style::Quoted => QUOTED_MARK,
+            };
+            let inner = std::mem::replace(v, Value::Null);
+            *v = Value::Tagged(Box::new(TaggedValue {
+                tag: Tag::new(tag),
+                value: inner,
+            }));
+        }
+        _ => {}
+    }
+}
+
+/// The first document's shape, from libyaml's event stream (the same parser
+/// serde_yaml_ng runs, over the same bytes); `None` if it fails or does not nest.
+fn scan_shape(bytes: &[u8]) -> Option<Shape> {
+    let mut builder = Builder {
+        events: libyaml_events(bytes)?,
+        pos: 0,
+        anchors: HashMap::new(),
+    };
+    let root = builder.node()?;
+    drop(builder);
+    Rc::try_unwrap(root).ok()
+}
+
+/// Turns the event list into a [`Shape`] tree, following aliases.
+struct Builder {
+    events: Vec<Event>,
+    pos: usize,
+    anchors: HashMap<String, Rc<Shape>>,
+}
+
+impl Builder {
+    fn next(&mut self) -> Option<&Event> {
+        let e = self.events.get(self.pos)?;
+        self.pos += 1;
+        Some(e)
+    }
+
+    /// The next node; `None` on anything unexpected (an end event, an unknown alias).
+    fn node(&mut self) -> Option<Rc<Shape>> {
+        let (anchor, shape) = match self.next()? {
+            Event::End | Event::Skip | Event::Stop => return None,
+            Event::Alias(name) => {
+                let name = name.clone();
+                return self.anchors.get(&name).cloned();
+            }
+            Event::Scalar { anchor, style } => {
+                let style = *style;
+                (anchor.clone(), Rc::new(Shape::Scalar { style }))
+            }
+            Event::SequenceStart(anchor) => {
+                let anchor = anchor.clone();
+                let mut items = Vec::new();
+                while !self.at_end() {
+                    items.push(self.node()?);
+                }
+                (anchor, Rc::new(Shape::Sequence(items)))
+            }
+            Event::MappingStart(anchor) => {
+                let anchor = anchor.clone();
+                let mut pairs = Vec::new();
+                while !self.at_end() {
+                    let key = self.node()?;
+                    let value = self.node()?;
+                    pairs.push((key, value));
+                }
+                (anchor, Rc::new(Shape::Mapping(pairs)))
+            }
+        };
+        if let Some(name) = anchor {
+            self.anchors.insert(name, Rc::clone(&shape));
+        }
+        Some(shape)
+    }
+
+    /// Consumes a collection's end event if it is next; also true past the end, so
+    /// that a truncated stream ends the loops (and then fails in `node`).
+    fn at_end(&mut self) -> bool {
+        match self.events.get(self.pos) {
+            Some(Event::End) => {
+                self.pos += 1;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+}
+
+/// The events of the first document (`yaml.v2` reads only the first), without
+/// stream and document markers; `None` if libyaml fails on the bytes.
+fn libyaml_events(bytes: &[u8]) -> Option<Vec<Event>> {
+    use std::mem::MaybeUninit;
+    use unsafe_libyaml as unsafe_sys;
+
+    /// Owns an initialized parser and deletes it on every way out.
+    struct Parser(Box<MaybeUninit<unsafe_sys::yaml_parser_t>>);
+    impl Drop for Parser {
+        fn drop(&mut self) {
+            // SAFETY: only built after `yaml_parser_initialize` succeeded.
+            unsafe { unsafe_sys::yaml_parser_delete(self.0.as_mut_ptr()) }
+        }
+    }
+
+    /// A NUL-terminated anchor name, or none.
+    ///
+    /// SAFETY: `p` is null or a NUL-terminated string owned by a live event.
+    unsafe fn anchor(p: *const u8) -> Option<String> {
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: as promised by the caller.
+        let c = unsafe { std::ffi::CStr::from_ptr(p.cast()) };
+        Some(c.to_string_lossy().into_owned())
+    }
+
+    let mut raw = Box::new(MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit());
+    // SAFETY: `raw` is a valid place for a parser; on failure nothing needs freeing.
+    if unsafe { unsafe_sys::yaml_parser_initialize(raw.as_mut_ptr()) }.fail {
+        return None;
+    }
+    let mut parser = Parser(raw);
+    let p = parser.0.as_mut_ptr();
+    // SAFETY: `p` is initialized; `bytes` outlives the parser, which is dropped at the
+    // end of this function.
+    unsafe {
+        unsafe_sys::yaml_parser_set_encoding(p, unsafe_sys::YAML_UTF8_ENCODING);
+        unsafe_sys::yaml_parser_set_input_string(p, bytes.as_ptr(), bytes.len() as u64);
+    }
+    let mut events = Vec::new();
+    loop {
+        let mut raw_event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
+        let e = raw_event.as_mut_ptr();
+        // SAFETY: `p` is an initialized parser; on success `e` holds an event.
+        if unsafe { unsafe_sys::yaml_parser_parse(p, e) }.fail {
+            return None;
+        }
+        // SAFETY: the event was filled in by the successful parse above; each union
+        // field is read only for the event type that sets it; the event is deleted
+        // right after.
+        let event = unsafe {
+            let ev = &*e;
+            let event = match ev.type_ {
+                unsafe_sys::YAML_SCALAR_EVENT => {
+                    let s = &ev.data.scalar;
+                    let style = if !s.tag.is_null() {
+                        None
+                    } else if s.style == unsafe_sys::YAML_PLAIN_SCALAR_STYLE {
+                        Some(Style::Plain)
+                    } else {
+                        Some(Style::Quoted)
+                    };
+                    Event::Scalar {
+                        anchor: anchor(s.anchor),
+                        style,
+                    }
+                }
+                unsafe_sys::YAML_SEQUENCE_START_EVENT => {
+                    Event::SequenceStart(anchor(ev.data.sequence_start.anchor))
+                }
+                unsafe_sys::YAML_MAPPING_START_EVENT => {
+                    Event::MappingStart(anchor(ev.data.mapping_start.anchor))
+                }
+                unsafe_sys::YAML_SEQUENCE_END_EVENT | unsafe_sys::YAML_MAPPING_END_EVENT => {
+                    Event::End
+                }
+                unsafe_sys::YAML_ALIAS_EVENT => match anchor(ev.data.alias.anchor) {
+                    Some(name) => Event::Alias(name),
+                    None => Event::Stop,
+                },
+                unsafe_sys::YAML_STREAM_START_EVENT | unsafe_sys::YAML_DOCUMENT_START_EVENT => {
+                    Event::Skip
+                }
+                _ => Event::Stop,
+            };
+            unsafe_sys::yaml_event_delete(e);
+            event
+        };
+        match event {
+            Event::Skip => {}
+            Event::Stop => return Some(events),
+            other => events.push(other),
+        }
+    }
+}
+
+/// The text sigs.k8s.io/yaml gives a string field for a plain scalar with a YAML
+/// 1.1-only spelling: `strconv.FormatInt`/`FormatUint` of the int `yaml.v2` resolved,
+/// or `"true"`/`"false"`. A digit string too large for 64 bits is a float to
+/// `yaml.v2` (`yamlStyleFloat`), written with `FormatFloat(v, 'g', -1, 32)`.
+fn yaml11_plain_text(s: &str) -> String {
+    if let Some(b) = yaml11_bool(s) {
+        return b.to_string();
+    }
+    match yaml11_int(s) {
+        Some(i) if i >= i128::from(i64::MIN) && i <= i128::from(u64::MAX) => i.to_string(),
+        _ => {
+            let plain: String = s.chars().filter(|&c| c != '_').collect();
+            match plain.parse::<f64>() {
+                Ok(f) => go_float32_g(f),
+                Err(_) => s.to_owned(),
+            }
+        }
+    }
+}
+
 /// What a value is, for type-error messages (JSON's words, as Go reports them).
 fn json_kind(v: &Value) -> &'static str {
     match untag(v) {
@@ -368,8 +683,14 @@ impl Decoder {
     }
 
     fn string(&mut self, path: &str, v: &Value) -> Option<String> {
+        let plain = marked_style(v) == Some(Style::Plain);
         match untag(v) {
             Value::Null => None,
+            // Written plain, a 1.1-only spelling is a number or bool to `yaml.v2`, and
+            // sigs.k8s.io/yaml writes that back as text for a string field: `010` →
+            // "8", `1_000` → "1000", `yes` → "true". Unmarked (style unknown), the
+            // text is kept.
+            Value::String(s) if plain => Some(yaml11_plain_text(s)),
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(number_text(n)),
             Value::Bool(b) => Some(b.to_string()),
@@ -381,6 +702,7 @@ impl Decoder {
     }
 
     fn integer(&mut self, path: &str, v: &Value, ty: &str, min: i128, max: i128) -> Option<i128> {
+        let quoted = marked_style(v) == Some(Style::Quoted);
         let value = match untag(v) {
             Value::Null => return None,
             Value::Number(n) => {
@@ -398,8 +720,9 @@ impl Decoder {
             }
             // A string here is either a plain scalar that only YAML 1.1 reads as a
             // number (the parser used here follows 1.2) or a quoted one, which Go
-            // refuses. Only the 1.1-only forms can be the former.
-            Value::String(s) if yaml11_only_int(s) => yaml11_int(s),
+            // refuses. Only the 1.1-only forms can be the former, and only when not
+            // marked quoted (unmarked: style unknown, taken as plain).
+            Value::String(s) if yaml11_only_int(s) && !quoted => yaml11_int(s),
             _ => None,
         };
         match value {
@@ -416,11 +739,12 @@ impl Decoder {
     }
 
     fn boolean(&mut self, path: &str, v: &Value) -> Option<bool> {
+        let quoted = marked_style(v) == Some(Style::Quoted);
         match untag(v) {
             Value::Null => None,
             Value::Bool(b) => Some(*b),
             // As for integers: only the YAML 1.1-only spellings can have been plain.
-            Value::String(s) if yaml11_only_bool(s) => yaml11_bool(s),
+            Value::String(s) if yaml11_only_bool(s) && !quoted => yaml11_bool(s),
             other => {
                 self.type_error(path, other, "bool");
                 None
@@ -859,8 +1183,112 @@ mod tests {
     use super::*;
 
     fn decode(yaml: &str) -> Decoded {
-        let v: Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let mut v: Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        mark_scalar_styles(&mut v, yaml.as_bytes());
+        v.apply_merge().expect("merge");
         decode_value(&v).expect("not null")
+    }
+
+    fn problem_paths(d: &Decoded) -> Vec<&str> {
+        d.problems.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    #[test]
+    fn quoted_yaml_1_1_spellings_are_strings_and_refused_in_int_and_bool_fields() {
+        // yaml.v2 decode.go `scalar`: no tag and not `implicit` (not plain) → !!str;
+        // encoding/json then refuses a string for an int or bool field. The plain
+        // twins of each are numbers and booleans.
+        let d = decode(
+            "devices: [{name: x, containerEdits: {deviceNodes: [{path: /dev/x, fileMode: \"0666\", major: '1_000', minor: 0666, uid: 1_000}], intelRdt: {enableCMT: \"yes\", enableMBM: on}, additionalGids: [\"010\", 010]}}]\n",
+        );
+        assert_eq!(
+            problem_paths(&d),
+            [
+                "devices[0].containerEdits.deviceNodes[0].major",
+                "devices[0].containerEdits.deviceNodes[0].fileMode",
+                "devices[0].containerEdits.intelRdt.enableCMT",
+                "devices[0].containerEdits.additionalGids[0]",
+            ]
+        );
+        assert!(
+            d.problems
+                .iter()
+                .all(|p| p.message.starts_with("cannot unmarshal string")),
+            "{:?}",
+            d.problems
+        );
+        let edits = &d.spec.devices[0].container_edits;
+        let node = &edits.device_nodes.as_ref().expect("nodes")[0];
+        assert_eq!((node.minor, node.uid), (Some(0o666), Some(1000)));
+        assert_eq!(
+            edits.intel_rdt.as_ref().expect("rdt").enable_mbm,
+            Some(true)
+        );
+        assert_eq!(edits.additional_gids.as_deref(), Some(&[0, 8][..]));
+    }
+
+    #[test]
+    fn block_scalars_are_quoted_too() {
+        // Only a plain scalar is `implicit` in yaml.v2's parser (parserc.go).
+        let d = decode(
+            "devices:\n- name: x\n  containerEdits:\n    deviceNodes:\n    - path: /dev/x\n      fileMode: |-\n        0666\n",
+        );
+        assert_eq!(
+            problem_paths(&d),
+            ["devices[0].containerEdits.deviceNodes[0].fileMode"]
+        );
+    }
+
+    #[test]
+    fn plain_yaml_1_1_numbers_and_booleans_in_string_fields_become_go_text() {
+        // yaml.v2 resolves plain 010 as the octal int 8 and `yes` as true;
+        // sigs.k8s.io/yaml's convertToJSONableObject writes them back for a string
+        // field with strconv.FormatInt / "true".
+        let d = decode(
+            "kind: a.com/b\ndevices: [{name: 010, containerEdits: {env: [1_000, yes, \"010\", '1_000', \"yes\"]}}, {name: \"010\", containerEdits: {env: [A=1]}}]\n",
+        );
+        assert_eq!(d.problems, []);
+        assert_eq!(d.spec.devices[0].name, "8");
+        assert_eq!(d.spec.devices[1].name, "010");
+        let env = d.spec.devices[0].container_edits.env.as_ref().expect("env");
+        assert_eq!(env, &["1000", "true", "010", "1_000", "yes"]);
+    }
+
+    #[test]
+    fn aliases_and_merge_keys_carry_the_style_of_the_anchored_scalar() {
+        let d = decode(
+            "kind: a.com/b\nx-q: &q {path: /dev/q, fileMode: \"0666\"}\nx-p: &p {path: /dev/p, fileMode: 0666}\nx-n: &n 010\n",
+        );
+        // Only the unknown fields: the anchors' own entries are not spec fields.
+        assert_eq!(problem_paths(&d), ["x-n", "x-p", "x-q"]);
+        let d = decode(
+            "kind: a.com/b\ndevices:\n- name: &n 010\n  containerEdits:\n    deviceNodes:\n    - &q {path: /dev/q, fileMode: \"0666\"}\n    - &p {path: /dev/p, fileMode: 0666}\n    - *q\n    - <<: *p\n      path: /dev/m\n- name: *n\n  containerEdits: {env: [A=1]}\n",
+        );
+        assert_eq!(
+            problem_paths(&d),
+            [
+                "devices[0].containerEdits.deviceNodes[0].fileMode",
+                "devices[0].containerEdits.deviceNodes[2].fileMode",
+            ]
+        );
+        let nodes = d.spec.devices[0]
+            .container_edits
+            .device_nodes
+            .as_ref()
+            .expect("nodes");
+        assert_eq!(nodes[3].file_mode, Some(0o666));
+        assert_eq!(nodes[3].path, "/dev/m");
+        assert_eq!(d.spec.devices[1].name, "8");
+    }
+
+    #[test]
+    fn explicitly_tagged_scalars_keep_the_style_blind_reading() {
+        // `!!str 0666` is a string to yaml.v2 too, but a tag is not a style: the
+        // decoder falls back to reading the 1.1 spelling as plain (documented gap).
+        let d = decode(
+            "devices: [{name: x, containerEdits: {deviceNodes: [{path: /dev/x, fileMode: !!str 0666}]}}]\n",
+        );
+        assert_eq!(d.problems, []);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::CdiError;
-use super::decode::{Decoded, MAX_DEPTH, decode_value, flow_depth};
+use super::decode::{Decoded, MAX_DEPTH, decode_value, flow_depth, mark_scalar_styles};
 
 /// One CDI spec file: a `kind` (vendor/class) and the devices it defines.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -300,6 +300,9 @@ pub fn decode_spec(path: &Path, bytes: &[u8]) -> Result<Decoded, CdiError> {
     let first = first.unwrap_or(Ok(serde_yaml_ng::Value::Null));
     let value: serde_yaml_ng::Value = match first {
         Ok(mut v) => {
+            // Before merging, while the tree still matches the event stream: whether
+            // each YAML 1.1-only number or bool spelling was quoted.
+            mark_scalar_styles(&mut v, bytes);
             // `<<: *anchor` merges, which yaml.v2 applies while decoding; in strict mode
             // it refuses a key that a merge and another entry both set.
             let merged = match merge_duplicate(&v) {
