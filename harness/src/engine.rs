@@ -1291,10 +1291,7 @@ mod wait_tests {
         let socket = dir.path().join("docker.sock");
         let listener = UnixListener::bind(&socket).expect("bind");
         std::thread::spawn(move || serve(listener));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = crate::rt::current_thread().expect("runtime");
         let outcome = rt.block_on(async {
             let engine = Engine::connect(Endpoint::unix(&socket, "test"), Timeouts::default(), "t")
                 .await

@@ -376,10 +376,7 @@ impl HostSource for SystemHost {
     }
 
     fn docker_info(&self, socket: &Path) -> Result<EngineInfo, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        let rt = crate::rt::current_thread()?;
         rt.block_on(async {
             let timeouts = crate::engine::Timeouts {
                 call: PROBE_TIMEOUT,

@@ -1256,11 +1256,7 @@ fn host_runs_on_one_engine_signals_and_a_dead_runs_containers() {
     let _one = engines_lock();
     let work = tempfile::tempdir().expect("tempdir");
     let w = work.path();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = cdi_harness::rt::runtime().expect("runtime");
     // One private engine, shared by every case here, as a `host` engine.
     let base = "description = \"faults host machine\"\n[machine.virtualisation.docker]\nenable = true\n[machine.hardware.nvidia-container-toolkit]\nenable = true\n[gpus]\ncount = 1\n";
     let seed = cdi_harness::scenario::parse(Path::new("faults.toml"), base).expect("parses");

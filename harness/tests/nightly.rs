@@ -322,10 +322,7 @@ fn options(f: &FakeFlake) -> NightlyOptions {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    cdi_harness::rt::runtime().expect("runtime")
 }
 
 fn temp_files(dir: &Path) -> Vec<String> {

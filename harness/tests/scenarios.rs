@@ -123,13 +123,10 @@ fn main() {
                 eprintln!("cdi-harness: {name} is ignored: {why}");
             }
         }
-        let rt = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
+        let rt = match cdi_harness::rt::runtime() {
             Ok(rt) => rt,
             Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
+                eprintln!("error: {e}");
                 std::process::exit(2);
             }
         };

@@ -238,13 +238,10 @@ pub fn nightly_command(args: NightlyArgs) -> u8 {
         run,
         crash_after: None,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::rt::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return 2;
         }
     };
