@@ -3,7 +3,6 @@
 //! configuration error (bad flag, bad scenario file, unreadable input); 128 + the signal
 //! when a run was interrupted (Ctrl-C 130, SIGTERM 143, SIGHUP 129).
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -493,7 +492,9 @@ fn run(args: RunArgs) -> ExitCode {
         .snapshots
         .clone()
         .unwrap_or_else(|| runner::default_snapshot_dir(&base));
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    // anstream decides as terminal programs agree: a terminal, and neither NO_COLOR nor
+    // TERM=dumb (CLICOLOR_FORCE forces colour on).
+    let color = wants_color(&std::io::stderr());
     let mut opts = RunOptions::new(backend, snapshot_dir);
     opts.not_applicable = plan.skipped;
     opts.image_override = args.image.clone();
@@ -596,7 +597,7 @@ fn run(args: RunArgs) -> ExitCode {
     let width = terminal_width();
     print!(
         "{}",
-        report::summary_table(&report, width, color && std::io::stdout().is_terminal())
+        report::summary_table(&report, width, wants_color(&std::io::stdout()))
     );
     if opts.cancel.is_cancelled() {
         return ExitCode::from(match signalled.load(std::sync::atomic::Ordering::SeqCst) {
@@ -700,10 +701,18 @@ fn bench(file: &Path, dockerd: Option<PathBuf>, iterations: usize, suite: &Path)
     }
 }
 
+/// Whether output to `stream` gets colours (anstream's rules: NO_COLOR, CLICOLOR,
+/// CLICOLOR_FORCE, TERM=dumb, and whether it is a terminal).
+fn wants_color<S: anstream::stream::RawStream>(stream: &S) -> bool {
+    anstream::AutoStream::choice(stream) != anstream::ColorChoice::Never
+}
+
+/// The table's width: the terminal's (terminal_size), else `COLUMNS`, else 120 (a
+/// pipe or a file: wide enough to keep most messages whole).
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
+    terminal_size::terminal_size()
+        .map(|(w, _)| usize::from(w.0))
+        .or_else(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()))
         .unwrap_or(120)
 }
 

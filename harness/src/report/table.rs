@@ -3,10 +3,12 @@
 #[allow(unused_imports)]
 use super::*;
 
-pub(super) const GREEN: &str = "\x1b[32m";
-pub(super) const RED: &str = "\x1b[1;31m";
-pub(super) const YELLOW: &str = "\x1b[33m";
-pub(super) const RESET: &str = "\x1b[0m";
+use anstyle::{AnsiColor, Style};
+
+/// The statuses' colours (anstyle renders the escape codes).
+pub(super) const GREEN: Style = AnsiColor::Green.on_default();
+pub(super) const RED: Style = AnsiColor::Red.on_default().bold();
+pub(super) const YELLOW: Style = AnsiColor::Yellow.on_default();
 
 /// Columns between table cells.
 pub(super) const GAP: &str = "  ";
@@ -26,6 +28,12 @@ pub(super) const DETAIL_INDENT: &str = "    ";
 ///
 /// Widths are counted in `char`s, which matches the terminal for the ASCII names and
 /// messages the harness produces; the table is only a view, the JSON is the record.
+///
+/// Laid out by hand on purpose: comfy-table (tried for issue #13) cannot put a failure's
+/// full message and fix under its own row, and measuring cells that hold colour codes
+/// needs its `custom_styling`/`tty` features (crossterm) for what is five fixed columns.
+/// Colours (anstyle), the colour decision (anstream) and the width (terminal_size) come
+/// from crates.
 pub fn summary_table(report: &RunReport, width: usize, color: bool) -> String {
     struct Row<'a> {
         result: &'a CheckResult,
@@ -124,7 +132,7 @@ pub(super) fn push_failure_details(out: &mut String, result: &CheckResult, messa
 /// backend produced them, so a screenshot of the last line alone cannot be misread.
 pub(super) fn totals_line(report: &RunReport, color: bool) -> String {
     let simulated = report.simulated || report.results.iter().any(|r| r.simulated);
-    let count = |n: usize, what: &str, colour: &str| {
+    let count = |n: usize, what: &str, colour: Style| {
         let text = format!("{n} {what}");
         if n > 0 {
             paint(&text, colour, color)
@@ -225,7 +233,7 @@ pub(super) fn status_label(status: Status) -> &'static str {
     }
 }
 
-pub(super) fn status_color(status: Status) -> &'static str {
+pub(super) fn status_color(status: Status) -> Style {
     match status {
         Status::Pass | Status::Xfail => GREEN,
         Status::Fail => RED,
@@ -233,9 +241,9 @@ pub(super) fn status_color(status: Status) -> &'static str {
     }
 }
 
-pub(super) fn paint(text: &str, colour: &str, enabled: bool) -> String {
+pub(super) fn paint(text: &str, colour: Style, enabled: bool) -> String {
     if enabled {
-        format!("{colour}{text}{RESET}")
+        format!("{colour}{text}{colour:#}")
     } else {
         text.to_owned()
     }
