@@ -3,7 +3,7 @@
 //! all concurrent; every read of the file system happens here so the evaluators stay
 //! pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use super::restart::restart_always;
 use super::{RunOptions, Session, interrupted};
 use crate::check_id::CheckId;
 use crate::checks::{self, FactError, Facts, Need, Verdict};
-use crate::engine::{self, Endpoint, Engine, RunOutcome, RunRequest};
+use crate::engine::{self, CliInfo, Endpoint, Engine, EngineInfo, RunOutcome, RunRequest};
 use crate::outcome::{BackendKind, Cause};
 use crate::scenario::Scenario;
 
@@ -31,9 +31,71 @@ pub(super) async fn gather(
 ) {
     let needs = checks::needs(ids);
     let engine = sess.engine.clone();
+    let requests = container_requests(s, sess, ids, &needs);
+    let runs_fut = run_containers(
+        engine.clone(),
+        sess.image.clone(),
+        requests,
+        opts.container_concurrency,
+        opts.backend,
+    );
+    // A remote engine's spec files are on its machine: they are not read from this
+    // one's paths.
+    let remote = remote_reason(engine.endpoint());
+    let want_specs = needs.contains(&Need::Specs) && remote.is_none();
+    let spec_chain = spec_chain(
+        s,
+        opts,
+        &engine,
+        sess.spec_dirs.clone(),
+        sess.redactions.clone(),
+        want_specs,
+        want_specs && needs.contains(&Need::Snapshot),
+    );
+    let cli_fut = cli_probe(opts, &engine, needs.contains(&Need::Cli));
+    // NVML's init takes up to a second on a real GPU host: it runs beside the rest.
+    let gpu_fut = async {
+        if needs.contains(&Need::Gpu) && remote.is_none() {
+            Some(gpu_facts(s, opts.backend, opts.stand_in_gpus.clone()).await)
+        } else {
+            None
+        }
+    };
+    let machine_fut = machine_probe(
+        needs.contains(&Need::Machine) && opts.backend == BackendKind::Host && remote.is_none(),
+    );
+    let (chain, cli, runs, gpu, machine) =
+        tokio::join!(spec_chain, cli_fut, runs_fut, gpu_fut, machine_fut);
+    facts.gpu = gpu;
+    facts.machine = machine;
+    facts.specs_unreachable = remote;
+    store_spec_chain(chain, sess, facts, timings);
+    if let Some((cli, t)) = cli {
+        timings.insert("info_cli".into(), t);
+        facts.cli = Some(cli);
+    }
+    store_runs(s, ids, runs, facts, timings);
+    // Last, when every other container is done: it restarts the engine.
+    if needs.contains(&Need::Restart) && s.gpus.count > 0 && opts.backend == BackendKind::Sim {
+        let t = Instant::now();
+        let outcome = if opts.cancel.is_cancelled() {
+            checks::RestartOutcome::Error(interrupted("before the restart flow").message)
+        } else {
+            restart_always(s, opts, sess).await
+        };
+        timings.insert("restart_always".into(), t.elapsed());
+        facts.restart_always = Some(outcome);
+    }
+}
 
-    // Containers: the device checks' own, every device for isolation and the GPU
-    // cross-check, and the declared runs.
+/// The containers the selected checks need: the device checks' own, every device for
+/// isolation and the GPU cross-check, and the declared runs.
+fn container_requests(
+    s: &Scenario,
+    sess: &Session,
+    ids: &[CheckId],
+    needs: &BTreeSet<Need>,
+) -> Vec<(String, RunRequest)> {
     let all_devices = needs.contains(&Need::AllDeviceContainers);
     let mut requests: Vec<(String, RunRequest)> = Vec::new();
     let smi_list = vec!["nvidia-smi".to_string(), "-L".to_string()];
@@ -70,124 +132,157 @@ pub(super) async fn gather(
             ));
         }
     }
+    requests
+}
 
-    let runs_fut = run_containers(
-        engine.clone(),
-        sess.image.clone(),
-        requests,
-        opts.container_concurrency,
-        opts.backend,
-    );
-    // `docker info`, then (on the host, where the engine says where specs live) the
-    // spec dirs as the engine loads them and the snapshot: one chain, concurrent with
-    // the containers and the CLI. A remote engine's spec files are on its machine:
-    // they are not read from this one's paths.
-    let backend = opts.backend;
-    let sim_dirs = sess.spec_dirs.clone();
-    let redactions = sess.redactions.clone();
-    let snapshot_dir = opts.snapshot_dir.clone();
-    let remote = remote_reason(engine.endpoint());
-    let want_specs = needs.contains(&Need::Specs) && remote.is_none();
-    let spec_chain = async {
+/// What the `docker info` → spec dirs → spec files → snapshot chain found, with the
+/// time of each link (the checks fed by a link report its time).
+struct SpecChain {
+    info: Result<EngineInfo, FactError>,
+    info_time: Duration,
+    dirs: Vec<PathBuf>,
+    source: String,
+    files: SpecFiles,
+    spec_time: Duration,
+    snapshot: Option<(Verdict, Duration)>,
+}
+
+/// `docker info`, then the spec dirs (on the host the engine says where specs live),
+/// the spec files as the engine loads them and the snapshot: one chain, since each link
+/// needs the one before, concurrent with the containers and the CLI.
+async fn spec_chain(
+    s: &Scenario,
+    opts: &RunOptions,
+    engine: &Engine,
+    sim_dirs: Vec<PathBuf>,
+    redactions: Vec<(String, String)>,
+    want_specs: bool,
+    want_snapshot: bool,
+) -> SpecChain {
+    let t = Instant::now();
+    let info = engine.info().await.map_err(FactError::from);
+    let info_time = t.elapsed();
+    let (dirs, source) = spec_dirs(opts.backend, sim_dirs, &info);
+    let t = Instant::now();
+    let files = if want_specs {
+        load_spec_files(s, engine, &info, &dirs).await
+    } else {
+        SpecFiles::default()
+    };
+    let spec_time = t.elapsed();
+    let snapshot = if want_snapshot {
         let t = Instant::now();
-        let info = engine.info().await.map_err(FactError::from);
-        let info_time = t.elapsed();
-        let (dirs, source) = match (backend, &info) {
-            (BackendKind::Sim, _) => (sim_dirs, "the simulated engine's cdi-spec-dirs".to_string()),
-            (BackendKind::Host, Ok(i)) if !i.cdi_spec_dirs.is_empty() => (
-                i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
-                "docker info".to_string(),
-            ),
-            (BackendKind::Host, _) => (
-                vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
-                "the CDI default, since the engine reports none".to_string(),
-            ),
-        };
-        let t = Instant::now();
-        let mut files = SpecFiles::default();
-        if want_specs {
-            let load_dirs = dirs.clone();
-            let reported: Vec<PathBuf> = match &info {
-                Ok(i) => i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
-                Err(_) => Vec::new(),
-            };
-            // The specs are judged by the CDI library the connected engine bundles, so
-            // `spec_valid` and the engine's own warnings (`info_warnings`) agree.
-            let rules = match &info {
-                Ok(i) => crate::cdi::Rules::for_connected_engine(
-                    &i.server_version,
-                    &engine.endpoint().uri,
+        let v = snapshot_verdict(
+            s,
+            opts.backend,
+            &opts.snapshot_dir,
+            &redactions,
+            files.registry.as_ref(),
+            opts.ci,
+        )
+        .await;
+        Some((v, t.elapsed()))
+    } else {
+        None
+    };
+    SpecChain {
+        info,
+        info_time,
+        dirs,
+        source,
+        files,
+        spec_time,
+        snapshot,
+    }
+}
+
+/// The spec dirs the engine reads and where that was learnt: the sim's own, else what
+/// `docker info` reports, else the CDI default.
+fn spec_dirs(
+    backend: BackendKind,
+    sim_dirs: Vec<PathBuf>,
+    info: &Result<EngineInfo, FactError>,
+) -> (Vec<PathBuf>, String) {
+    match (backend, info) {
+        (BackendKind::Sim, _) => (sim_dirs, "the simulated engine's cdi-spec-dirs".to_string()),
+        (BackendKind::Host, Ok(i)) if !i.cdi_spec_dirs.is_empty() => (
+            i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
+            "docker info".to_string(),
+        ),
+        (BackendKind::Host, _) => (
+            vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+            "the CDI default, since the engine reports none".to_string(),
+        ),
+    }
+}
+
+/// Reads the spec dirs off the async threads, under the rules of the connected engine.
+async fn load_spec_files(
+    s: &Scenario,
+    engine: &Engine,
+    info: &Result<EngineInfo, FactError>,
+    dirs: &[PathBuf],
+) -> SpecFiles {
+    let load_dirs = dirs.to_vec();
+    let reported: Vec<PathBuf> = match info {
+        Ok(i) => i.cdi_spec_dirs.iter().map(PathBuf::from).collect(),
+        Err(_) => Vec::new(),
+    };
+    // The specs are judged by the CDI library the connected engine bundles, so
+    // `spec_valid` and the engine's own warnings (`info_warnings`) agree.
+    let rules = match info {
+        Ok(i) => crate::cdi::Rules::for_connected_engine(&i.server_version, &engine.endpoint().uri),
+        Err(_) => crate::cdi::Rules::default_engine(),
+    };
+    let scenario = s.clone();
+    tokio::task::spawn_blocking(move || read_spec_files(&scenario, &load_dirs, &reported, &rules))
+        .await
+        .unwrap_or_else(|e| SpecFiles {
+            error: Some(FactError::new(
+                format!(
+                    "reading the spec directories crashed (a harness bug: please report it): {e}"
                 ),
-                Err(_) => crate::cdi::Rules::default_engine(),
-            };
-            let scenario = s.clone();
-            files = tokio::task::spawn_blocking(move || {
-                read_spec_files(&scenario, &load_dirs, &reported, &rules)
-            })
-            .await
-            .unwrap_or_else(|e| SpecFiles {
-                error: Some(FactError::new(
-                    format!("reading the spec directories crashed (a harness bug: please report it): {e}"),
-                    Some(Cause::HarnessBug),
-                )),
-                ..SpecFiles::default()
-            });
-        }
-        let spec_time = t.elapsed();
-        let snapshot = if want_specs && needs.contains(&Need::Snapshot) {
-            let t = Instant::now();
-            let v = snapshot_verdict(
-                s,
-                backend,
-                &snapshot_dir,
-                &redactions,
-                files.registry.as_ref(),
-                opts.ci,
-            )
-            .await;
-            Some((v, t.elapsed()))
-        } else {
-            None
-        };
-        (info, info_time, dirs, source, files, spec_time, snapshot)
-    };
-    let cli_fut = async {
-        match (&opts.docker_cli, needs.contains(&Need::Cli)) {
-            (Some(cli), true) => {
-                let t = Instant::now();
-                let r = tokio::select! {
-                    r = engine::cli_info(cli, engine.endpoint(), opts.timeouts.call) => r.map_err(FactError::from),
-                    _ = opts.cancel.cancelled() => Err(interrupted("before `docker info` answered")),
-                };
-                Some((r, t.elapsed()))
-            }
-            _ => None,
-        }
-    };
-    // NVML's init takes up to a second on a real GPU host: it runs beside the rest.
-    let gpu_fut = async {
-        if needs.contains(&Need::Gpu) && remote.is_none() {
-            Some(gpu_facts(s, opts.backend, opts.stand_in_gpus.clone()).await)
-        } else {
-            None
-        }
-    };
-    // The machine's own units and daemon config, as `doctor` reads them (host only).
-    let machine_fut = async {
-        if needs.contains(&Need::Machine) && backend == BackendKind::Host && remote.is_none() {
-            tokio::task::spawn_blocking(|| crate::host::probe_machine(&crate::host::SystemHost))
-                .await
-                .ok()
-        } else {
-            None
-        }
-    };
-    let ((info, info_time, dirs, source, files, spec_time, snapshot), cli, runs, gpu, machine) =
-        tokio::join!(spec_chain, cli_fut, runs_fut, gpu_fut, machine_fut);
-    facts.gpu = gpu;
-    facts.machine = machine;
-    facts.specs_unreachable = remote;
+                Some(Cause::HarnessBug),
+            )),
+            ..SpecFiles::default()
+        })
+}
 
+/// `docker info` through the CLI, when the `info_cli` check runs and a CLI was found;
+/// Ctrl-C does not wait for it.
+async fn cli_probe(
+    opts: &RunOptions,
+    engine: &Engine,
+    wanted: bool,
+) -> Option<(Result<CliInfo, FactError>, Duration)> {
+    let cli = opts.docker_cli.as_ref().filter(|_| wanted)?;
+    let t = Instant::now();
+    let r = tokio::select! {
+        r = engine::cli_info(cli, engine.endpoint(), opts.timeouts.call) => r.map_err(FactError::from),
+        _ = opts.cancel.cancelled() => Err(interrupted("before `docker info` answered")),
+    };
+    Some((r, t.elapsed()))
+}
+
+/// The machine's own units and daemon config, as `doctor` reads them (host only; off
+/// the async threads: it runs `systemctl`).
+async fn machine_probe(wanted: bool) -> Option<crate::host::MachineProbe> {
+    if !wanted {
+        return None;
+    }
+    tokio::task::spawn_blocking(|| crate::host::probe_machine(&crate::host::SystemHost))
+        .await
+        .ok()
+}
+
+/// Files the chain's findings into the facts (and the session, whose spec dirs the
+/// report shows), with the time of the link each check depends on.
+fn store_spec_chain(
+    chain: SpecChain,
+    sess: &mut Session,
+    facts: &mut Facts,
+    timings: &mut BTreeMap<String, Duration>,
+) {
     for n in [
         "info_spec_dirs",
         "info_devices",
@@ -195,29 +290,36 @@ pub(super) async fn gather(
         "daemon_runtimes",
         "engine_mode",
     ] {
-        timings.insert(n.into(), info_time);
+        timings.insert(n.into(), chain.info_time);
     }
-    facts.info = Some(info);
-    sess.spec_dirs = dirs.clone();
-    sess.spec_dirs_source = source.clone();
-    facts.spec_dirs = dirs;
-    facts.spec_dirs_source = source;
-    facts.specs_error = files.error;
-    facts.registry = files.registry;
-    facts.spec_files = files.present;
-    facts.spec_mtime = files.mtime;
-    facts.canonical_dirs = files.canonical;
+    facts.info = Some(chain.info);
+    sess.spec_dirs = chain.dirs.clone();
+    sess.spec_dirs_source = chain.source.clone();
+    facts.spec_dirs = chain.dirs;
+    facts.spec_dirs_source = chain.source;
+    facts.specs_error = chain.files.error;
+    facts.registry = chain.files.registry;
+    facts.spec_files = chain.files.present;
+    facts.spec_mtime = chain.files.mtime;
+    facts.canonical_dirs = chain.files.canonical;
     for n in ["spec_present", "spec_valid", "spec_devices"] {
-        timings.insert(n.into(), spec_time);
+        timings.insert(n.into(), chain.spec_time);
     }
-    if let Some((v, t)) = snapshot {
+    if let Some((v, t)) = chain.snapshot {
         timings.insert("spec_snapshot".into(), t);
         facts.snapshot = Some(v);
     }
-    if let Some((cli, t)) = cli {
-        timings.insert("info_cli".into(), t);
-        facts.cli = Some(cli);
-    }
+}
+
+/// Files each container's outcome under its check; `device_isolation` (which compares
+/// the per-device containers) takes the slowest of them.
+fn store_runs(
+    s: &Scenario,
+    ids: &[CheckId],
+    runs: RunResults,
+    facts: &mut Facts,
+    timings: &mut BTreeMap<String, Duration>,
+) {
     for (name, (outcome, took)) in runs {
         timings.insert(name.clone(), took);
         facts.runs.insert(name, outcome);
@@ -228,17 +330,6 @@ pub(super) async fn gather(
             .max()
             .unwrap_or_default();
         timings.insert("device_isolation".into(), slowest);
-    }
-    // Last, when every other container is done: it restarts the engine.
-    if needs.contains(&Need::Restart) && s.gpus.count > 0 && opts.backend == BackendKind::Sim {
-        let t = Instant::now();
-        let outcome = if opts.cancel.is_cancelled() {
-            checks::RestartOutcome::Error(interrupted("before the restart flow").message)
-        } else {
-            restart_always(s, opts, sess).await
-        };
-        timings.insert("restart_always".into(), t.elapsed());
-        facts.restart_always = Some(outcome);
     }
 }
 
