@@ -1389,6 +1389,18 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
         device_name_strategy: "index".to_string(),
         ..MachineFacts::default()
     };
+    engine_and_toolkit(&m, &mut facts)?;
+    daemon_settings(&m, &mut facts)?;
+    docker_group(&m, &mut facts)?;
+    Ok(facts)
+}
+
+/// The engine (rootful, rootless, which one the socket variable points at) and the
+/// container toolkit with its device naming.
+fn engine_and_toolkit(
+    m: &MachineView<'_>,
+    facts: &mut MachineFacts,
+) -> Result<(), (String, String)> {
     facts.docker_enabled = m
         .get_bool(&["virtualisation", "docker", "enable"])?
         .unwrap_or(false);
@@ -1435,6 +1447,12 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
     facts.enable_nvidia = m
         .get_bool(&["virtualisation", "docker", "enableNvidia"])?
         .unwrap_or(false);
+    Ok(())
+}
+
+/// The engine's `daemon.json` as NixOS writes it: manual runtimes, the default runtime,
+/// the CDI feature flag.
+fn daemon_settings(m: &MachineView<'_>, facts: &mut MachineFacts) -> Result<(), (String, String)> {
     let settings = ["virtualisation", "docker", "daemon", "settings"];
     let runtimes = [&settings[..], &["runtimes"]].concat();
     if let Some(v) = m.get(&runtimes)? {
@@ -1470,6 +1488,11 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
         );
     }
     facts.cdi_feature = m.get_bool(&[&settings[..], &["features", "cdi"]].concat())?;
+    Ok(())
+}
+
+/// The members of the `docker` group (who may use the rootful socket).
+fn docker_group(m: &MachineView<'_>, facts: &mut MachineFacts) -> Result<(), (String, String)> {
     let members = ["users", "extraGroups", "docker", "members"];
     if let Some(v) = m.get(&members)? {
         let list = v.as_array().ok_or_else(|| {
@@ -1488,7 +1511,7 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
             facts.docker_group_members.push(s.to_string());
         }
     }
-    Ok(facts)
+    Ok(())
 }
 
 /// The value at `path` in `table`, if any; an intermediate value that is not a table is
