@@ -705,339 +705,39 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, ScenarioError> {
     Ok(out)
 }
 
+/// A rejected value: the key it is under and why, turned into [`ScenarioError::Invalid`]
+/// by [`parse`], which knows the file.
+type Rejection = (String, String);
+
 /// Parses scenario text; `path` names the file in errors and gives the scenario its name.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;
-    let invalid = |key: &str, reason: String| ScenarioError::Invalid {
+    parse_raw(path, raw).map_err(|(key, reason)| ScenarioError::Invalid {
         path: path.to_path_buf(),
-        key: key.to_string(),
+        key,
         reason,
-    };
+    })
+}
 
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(invalid(
-            "(file name)",
-            format!(
-                "scenario name {name:?} must be letters, digits, '-' or '_' (it prefixes trial names)"
-            ),
-        ));
-    }
+/// The checks of [`parse`] in their order (the first problem found is the one
+/// reported), each part of the file read by its own function.
+fn parse_raw(path: &Path, raw: RawScenario) -> Result<Scenario, Rejection> {
+    let name = scenario_name(path)?;
     if raw.description.trim().is_empty() {
-        return Err(invalid(
-            "description",
-            "must say what machine this is".into(),
-        ));
+        return Err(("description".into(), "must say what machine this is".into()));
     }
-
-    let facts = machine_facts(&raw.machine).map_err(|(key, reason)| invalid(&key, reason))?;
-
-    let declared = match &raw.gpus.count {
-        None => GpuCount::Auto,
-        Some(toml::Value::String(s)) if s == "auto" => GpuCount::Auto,
-        Some(toml::Value::Integer(n)) if (0..=64).contains(n) => GpuCount::Fixed(*n as u32),
-        Some(toml::Value::Integer(n)) if *n > 64 => {
-            return Err(invalid(
-                "gpus.count",
-                format!("{n} GPUs is more than any machine has (at most 64)"),
-            ));
-        }
-        Some(other) => {
-            return Err(invalid(
-                "gpus.count",
-                format!(
-                    "must be \"auto\" (the GPUs the driver reports) or a number of GPUs from 0 to 64, found {other}"
-                ),
-            ));
-        }
-    };
-    match (declared, raw.gpus.none) {
-        (GpuCount::Fixed(0), false) => {
-            return Err(invalid(
-                "gpus.count",
-                "is 0: a machine without GPUs must say so with `none = true` in [gpus]; otherwise give the number of GPUs, or \"auto\"".into(),
-            ));
-        }
-        (GpuCount::Fixed(n), true) if n > 0 => {
-            return Err(invalid(
-                "gpus.none",
-                format!("is true but gpus.count is {n}: remove `none` or set count = 0"),
-            ));
-        }
-        (GpuCount::Auto, true) => {
-            return Err(invalid(
-                "gpus.none",
-                "is true but gpus.count is \"auto\" (the default): a machine without GPUs sets count = 0 with none = true".into(),
-            ));
-        }
-        _ => {}
-    }
-    let count = match declared {
-        GpuCount::Fixed(n) => n,
-        GpuCount::Auto if !raw.gpus.pci.is_empty() => raw.gpus.pci.len() as u32,
-        GpuCount::Auto => SIM_AUTO_GPU_COUNT,
-    };
-    for (i, pci) in raw.gpus.pci.iter().enumerate() {
-        if !is_pci_address(pci) {
-            return Err(invalid(
-                &format!("gpus.pci[{i}]"),
-                format!("{pci:?} is not a PCI address like \"0000:01:00.0\""),
-            ));
-        }
-    }
-    if !raw.gpus.pci.is_empty() && raw.gpus.pci.len() != count as usize {
-        return Err(invalid(
-            "gpus.pci",
-            format!(
-                "lists {} addresses but gpus.count is {}",
-                raw.gpus.pci.len(),
-                count
-            ),
-        ));
-    }
-
+    let facts = machine_facts(&raw.machine)?;
+    let (declared, count) = parse_gpu_count(&raw.gpus)?;
     let image = raw.image.unwrap_or_else(|| DEFAULT_IMAGE.to_string());
-    validate_image(&image).map_err(|reason| invalid("image", reason))?;
-
-    if declared == GpuCount::Auto && raw.expect.devices.is_some() {
-        return Err(invalid(
-            "expect.devices",
-            "a fixed list of devices needs a fixed gpus.count; with count = \"auto\" the devices are the driver's GPUs (remove expect.devices or set a count)".into(),
-        ));
-    }
-    let expected_devices = match raw.expect.devices {
-        Some(list) => {
-            let mut out = Vec::new();
-            for (i, d) in list.iter().enumerate() {
-                out.push(parse_device(d).map_err(|r| invalid(&format!("expect.devices[{i}]"), r))?);
-            }
-            out
-        }
-        None if declared == GpuCount::Auto => devices_for_inventory(
-            &crate::gpu::sim_inventory(count),
-            &facts.device_name_strategy,
-        )
-        .map_err(|r| {
-            invalid(
-                "machine.hardware.nvidia-container-toolkit.device-name-strategy",
-                r,
-            )
-        })?,
-        None => default_devices(count, &facts.device_name_strategy).map_err(|r| {
-            invalid(
-                "machine.hardware.nvidia-container-toolkit.device-name-strategy",
-                r,
-            )
-        })?,
-    };
-
-    let spec_file = raw
-        .expect
-        .spec_file
-        .unwrap_or_else(|| GENERATED_SPEC_FILE.to_string());
-    if spec_file.contains('/') || !(spec_file.ends_with(".json") || spec_file.ends_with(".yaml")) {
-        return Err(invalid(
-            "expect.spec-file",
-            format!(
-                "{spec_file:?} must be a file name ending in .json or .yaml (the engine reads no other)"
-            ),
-        ));
-    }
-
-    let mut runs = Vec::new();
-    let mut run_names = BTreeSet::new();
-    for (i, r) in raw.run.into_iter().enumerate() {
-        let key = |field: &str| format!("run[{i}].{field}");
-        if !is_check_name(&r.name) {
-            return Err(invalid(
-                &key("name"),
-                format!(
-                    "{:?} must be lower-case letters, digits and '_', starting with a letter",
-                    r.name
-                ),
-            ));
-        }
-        if crate::check_id::is_builtin(&r.name) {
-            return Err(invalid(
-                &key("name"),
-                format!(
-                    "{:?} is the name of a built-in check; choose another",
-                    r.name
-                ),
-            ));
-        }
-        if !run_names.insert(r.name.clone()) {
-            return Err(invalid(
-                &key("name"),
-                format!("{:?} is used by another [[run]]", r.name),
-            ));
-        }
-        let mut devices = Vec::new();
-        for (j, d) in r.devices.iter().enumerate() {
-            devices.push(
-                parse_device(d)
-                    .map_err(|reason| invalid(&key(&format!("devices[{j}]")), reason))?,
-            );
-        }
-        if let Some(g) = &r.gpus {
-            if g.trim().is_empty() {
-                return Err(invalid(
-                    &key("gpus"),
-                    "must be a --gpus value such as \"all\" or \"device=0\"".into(),
-                ));
-            }
-        }
-        let command = r.command.unwrap_or_else(|| vec!["nvidia-smi".to_string()]);
-        if command.is_empty() {
-            return Err(invalid(
-                &key("command"),
-                "must name at least the program to run".into(),
-            ));
-        }
-        if command[0].trim().is_empty() {
-            return Err(invalid(
-                &key("command[0]"),
-                "is empty: the first element must name the program to run, e.g. \"nvidia-smi\""
-                    .into(),
-            ));
-        }
-        for (field, value) in [("error", &r.error), ("error-contains", &r.error_contains)] {
-            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(invalid(
-                    &key(field),
-                    "is empty, and an empty text matches every error; give the engine's message (or a part of it)".into(),
-                ));
-            }
-        }
-        texts_not_empty(&r.stdout_contains, &key("stdout-contains"), false)
-            .map_err(|(k, reason)| invalid(&k, reason))?;
-        let cause =
-            parse_cause(r.cause.as_deref()).map_err(|reason| invalid(&key("cause"), reason))?;
-        if cause.is_some() && r.expect != Expectation::Failure {
-            return Err(invalid(
-                &key("cause"),
-                "only an expected failure has a cause; remove it or set expect = \"failure\""
-                    .into(),
-            ));
-        }
-        match r.expect {
-            Expectation::Failure if r.error.is_none() && r.error_contains.is_none() => {
-                return Err(invalid(
-                    &key("error"),
-                    "an expected failure must say which error: set `error` (exact engine message) or `error-contains`".into(),
-                ));
-            }
-            Expectation::Success if r.error.is_some() || r.error_contains.is_some() => {
-                return Err(invalid(
-                    &key("error"),
-                    "only an expected failure has an error; remove it or set expect = \"failure\""
-                        .into(),
-                ));
-            }
-            _ => {}
-        }
-        runs.push(RunSpec {
-            name: r.name,
-            devices,
-            gpus: r.gpus,
-            runtime: r.runtime,
-            command,
-            expect: r.expect,
-            error: r.error,
-            error_contains: r.error_contains,
-            stdout_contains: r.stdout_contains,
-            cause,
-            why: r.why,
-        });
-    }
-
-    let fault = match &raw.sim.fault {
-        None => None,
-        Some(f) => Some(crate::sim::SpecFault::parse(f).ok_or_else(|| {
-            let known: Vec<String> = crate::sim::SpecFault::ALL
-                .iter()
-                .map(|(n, _)| format!("{n:?}"))
-                .collect();
-            invalid(
-                "sim.fault",
-                format!(
-                    "{f:?} is not a known fault; use one of {}",
-                    known.join(", ")
-                ),
-            )
-        })?),
-    };
-    if fault.is_some() && raw.sim.spec == SimSpecState::Missing {
-        return Err(invalid(
-            "sim.fault",
-            "needs a generated spec to break, but sim.spec = \"missing\"".into(),
-        ));
-    }
-    let sim = SimSetup {
-        spec: raw.sim.spec,
-        stale_spec: raw.sim.stale_spec,
-        fault,
-    };
-    if let Some(f) = &sim.stale_spec {
-        if f.contains('/') || !(f.ends_with(".json") || f.ends_with(".yaml")) || *f == spec_file {
-            return Err(invalid(
-                "sim.stale-spec",
-                format!(
-                    "{f:?} must be a file name ending in .json or .yaml, other than the generated spec"
-                ),
-            ));
-        }
-    }
-
-    let applies_to = match &raw.applies_to {
-        None => Place::ALL.to_vec(),
-        Some(list) => {
-            let mut places = Vec::new();
-            for (i, p) in list.iter().enumerate() {
-                let place = Place::parse(p).ok_or_else(|| {
-                    invalid(
-                        &format!("applies-to[{i}]"),
-                        format!(
-                            "{p:?} is not a place a scenario runs; use \"sim\", \"vm\" or \"host\""
-                        ),
-                    )
-                })?;
-                if places.contains(&place) {
-                    return Err(invalid(
-                        &format!("applies-to[{i}]"),
-                        format!("{p:?} is listed twice"),
-                    ));
-                }
-                places.push(place);
-            }
-            if places.is_empty() {
-                return Err(invalid(
-                    "applies-to",
-                    "is an empty list, so the scenario would run nowhere; list \"sim\", \"vm\" and/or \"host\", or remove the key (all three)".into(),
-                ));
-            }
-            places.sort();
-            places
-        }
-    };
-    if !raw.expect.fail.is_empty() && applies_to.contains(&Place::Host) {
-        return Err(invalid(
-            "applies-to",
-            "includes \"host\", but the scenario declares failures ([[expect.fail]]): it models a broken machine, and a healthy host would fail or pass its checks for meaningless reasons; set applies-to = [\"sim\", \"vm\"]".into(),
-        ));
-    }
-
+    validate_image(&image).map_err(|reason| ("image".to_string(), reason))?;
+    let expected_devices = expected_devices(raw.expect.devices, declared, count, &facts)?;
+    let spec_file = spec_file_name(raw.expect.spec_file)?;
+    let runs = parse_runs(raw.run)?;
+    let sim = parse_sim(raw.sim, &spec_file)?;
+    let applies_to = parse_applies_to(raw.applies_to.as_deref(), !raw.expect.fail.is_empty())?;
     let mut scenario = Scenario {
         name,
         path: path.to_path_buf(),
@@ -1061,13 +761,360 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         sim,
         applies_to,
     };
+    scenario.expected_failures = parse_failures(raw.expect.fail, &scenario.check_names())?;
+    Ok(scenario)
+}
 
-    let known = scenario.check_names();
-    let mut failures = Vec::new();
-    for (i, f) in raw.expect.fail.into_iter().enumerate() {
+/// The scenario's name, its file's stem: it prefixes trial names, so it is limited to
+/// characters that read well there.
+fn scenario_name(path: &Path) -> Result<String, Rejection> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err((
+            "(file name)".into(),
+            format!(
+                "scenario name {name:?} must be letters, digits, '-' or '_' (it prefixes trial names)"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// The `[gpus]` table's count as declared and as used (`"auto"` is the PCI list's
+/// length, or the sim's default), with `none` and `pci` checked against it.
+fn parse_gpu_count(gpus: &RawGpus) -> Result<(GpuCount, u32), Rejection> {
+    let declared = match &gpus.count {
+        None => GpuCount::Auto,
+        Some(toml::Value::String(s)) if s == "auto" => GpuCount::Auto,
+        Some(toml::Value::Integer(n)) if (0..=64).contains(n) => GpuCount::Fixed(*n as u32),
+        Some(toml::Value::Integer(n)) if *n > 64 => {
+            return Err((
+                "gpus.count".into(),
+                format!("{n} GPUs is more than any machine has (at most 64)"),
+            ));
+        }
+        Some(other) => {
+            return Err((
+                "gpus.count".into(),
+                format!(
+                    "must be \"auto\" (the GPUs the driver reports) or a number of GPUs from 0 to 64, found {other}"
+                ),
+            ));
+        }
+    };
+    check_gpus_none(declared, gpus.none)?;
+    let count = match declared {
+        GpuCount::Fixed(n) => n,
+        GpuCount::Auto if !gpus.pci.is_empty() => gpus.pci.len() as u32,
+        GpuCount::Auto => SIM_AUTO_GPU_COUNT,
+    };
+    for (i, pci) in gpus.pci.iter().enumerate() {
+        if !is_pci_address(pci) {
+            return Err((
+                format!("gpus.pci[{i}]"),
+                format!("{pci:?} is not a PCI address like \"0000:01:00.0\""),
+            ));
+        }
+    }
+    if !gpus.pci.is_empty() && gpus.pci.len() != count as usize {
+        return Err((
+            "gpus.pci".into(),
+            format!(
+                "lists {} addresses but gpus.count is {}",
+                gpus.pci.len(),
+                count
+            ),
+        ));
+    }
+    Ok((declared, count))
+}
+
+/// `none = true` is the only way to a machine without GPUs, and only with `count = 0`:
+/// a forgotten count must not pass as one.
+fn check_gpus_none(declared: GpuCount, none: bool) -> Result<(), Rejection> {
+    match (declared, none) {
+        (GpuCount::Fixed(0), false) => Err((
+            "gpus.count".into(),
+            "is 0: a machine without GPUs must say so with `none = true` in [gpus]; otherwise give the number of GPUs, or \"auto\"".into(),
+        )),
+        (GpuCount::Fixed(n), true) if n > 0 => Err((
+            "gpus.none".into(),
+            format!("is true but gpus.count is {n}: remove `none` or set count = 0"),
+        )),
+        (GpuCount::Auto, true) => Err((
+            "gpus.none".into(),
+            "is true but gpus.count is \"auto\" (the default): a machine without GPUs sets count = 0 with none = true".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `expect.devices`, or the devices the machine's naming strategy gives its GPUs (the
+/// driver's, with `count = "auto"`, where a fixed list cannot be right).
+fn expected_devices(
+    listed: Option<Vec<String>>,
+    declared: GpuCount,
+    count: u32,
+    facts: &MachineFacts,
+) -> Result<Vec<QualifiedName>, Rejection> {
+    if declared == GpuCount::Auto && listed.is_some() {
+        return Err((
+            "expect.devices".into(),
+            "a fixed list of devices needs a fixed gpus.count; with count = \"auto\" the devices are the driver's GPUs (remove expect.devices or set a count)".into(),
+        ));
+    }
+    let strategy_key = |r: String| {
+        (
+            "machine.hardware.nvidia-container-toolkit.device-name-strategy".to_string(),
+            r,
+        )
+    };
+    match listed {
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, d) in list.iter().enumerate() {
+                out.push(parse_device(d).map_err(|r| (format!("expect.devices[{i}]"), r))?);
+            }
+            Ok(out)
+        }
+        None if declared == GpuCount::Auto => devices_for_inventory(
+            &crate::gpu::sim_inventory(count),
+            &facts.device_name_strategy,
+        )
+        .map_err(strategy_key),
+        None => default_devices(count, &facts.device_name_strategy).map_err(strategy_key),
+    }
+}
+
+/// `expect.spec-file`, or the generator's file: a bare name the engine would read.
+fn spec_file_name(given: Option<String>) -> Result<String, Rejection> {
+    let spec_file = given.unwrap_or_else(|| GENERATED_SPEC_FILE.to_string());
+    if spec_file.contains('/') || !(spec_file.ends_with(".json") || spec_file.ends_with(".yaml")) {
+        return Err((
+            "expect.spec-file".into(),
+            format!(
+                "{spec_file:?} must be a file name ending in .json or .yaml (the engine reads no other)"
+            ),
+        ));
+    }
+    Ok(spec_file)
+}
+
+/// The `[[run]]`s, each with a unique name that is no built-in check's.
+fn parse_runs(raw: Vec<RawRun>) -> Result<Vec<RunSpec>, Rejection> {
+    let mut runs = Vec::new();
+    let mut run_names = BTreeSet::new();
+    for (i, mut r) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("run[{i}].{field}");
+        check_run_name(&r.name, &mut run_names).map_err(|reason| (key("name"), reason))?;
+        let mut devices = Vec::new();
+        for (j, d) in r.devices.iter().enumerate() {
+            devices
+                .push(parse_device(d).map_err(|reason| (key(&format!("devices[{j}]")), reason))?);
+        }
+        if let Some(g) = &r.gpus {
+            if g.trim().is_empty() {
+                return Err((
+                    key("gpus"),
+                    "must be a --gpus value such as \"all\" or \"device=0\"".into(),
+                ));
+            }
+        }
+        let command = run_command(r.command.take(), &key)?;
+        let cause = run_expectation(&r, &key)?;
+        runs.push(RunSpec {
+            name: r.name,
+            devices,
+            gpus: r.gpus,
+            runtime: r.runtime,
+            command,
+            expect: r.expect,
+            error: r.error,
+            error_contains: r.error_contains,
+            stdout_contains: r.stdout_contains,
+            cause,
+            why: r.why,
+        });
+    }
+    Ok(runs)
+}
+
+/// A run's name becomes a check name: the same characters, and neither a built-in
+/// check's name nor another run's.
+fn check_run_name(name: &str, taken: &mut BTreeSet<String>) -> Result<(), String> {
+    if !is_check_name(name) {
+        return Err(format!(
+            "{name:?} must be lower-case letters, digits and '_', starting with a letter"
+        ));
+    }
+    if crate::check_id::is_builtin(name) {
+        return Err(format!(
+            "{name:?} is the name of a built-in check; choose another"
+        ));
+    }
+    if !taken.insert(name.to_string()) {
+        return Err(format!("{name:?} is used by another [[run]]"));
+    }
+    Ok(())
+}
+
+/// A run's command (`nvidia-smi` when not given), which must name a program.
+fn run_command(
+    command: Option<Vec<String>>,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<String>, Rejection> {
+    let command = command.unwrap_or_else(|| vec!["nvidia-smi".to_string()]);
+    let Some(program) = command.first() else {
+        return Err((
+            key("command"),
+            "must name at least the program to run".into(),
+        ));
+    };
+    if program.trim().is_empty() {
+        return Err((
+            key("command[0]"),
+            "is empty: the first element must name the program to run, e.g. \"nvidia-smi\"".into(),
+        ));
+    }
+    Ok(command)
+}
+
+/// What a run expects: an expected failure says which error (and may give its cause),
+/// a success names none; no text is empty, since an empty text matches everything.
+/// Returns the cause.
+fn run_expectation(r: &RawRun, key: &dyn Fn(&str) -> String) -> Result<Option<Cause>, Rejection> {
+    for (field, value) in [("error", &r.error), ("error-contains", &r.error_contains)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err((
+                key(field),
+                "is empty, and an empty text matches every error; give the engine's message (or a part of it)".into(),
+            ));
+        }
+    }
+    texts_not_empty(&r.stdout_contains, &key("stdout-contains"), false)?;
+    let cause = parse_cause(r.cause.as_deref()).map_err(|reason| (key("cause"), reason))?;
+    if cause.is_some() && r.expect != Expectation::Failure {
+        return Err((
+            key("cause"),
+            "only an expected failure has a cause; remove it or set expect = \"failure\"".into(),
+        ));
+    }
+    match r.expect {
+        Expectation::Failure if r.error.is_none() && r.error_contains.is_none() => Err((
+            key("error"),
+            "an expected failure must say which error: set `error` (exact engine message) or `error-contains`".into(),
+        )),
+        Expectation::Success if r.error.is_some() || r.error_contains.is_some() => Err((
+            key("error"),
+            "only an expected failure has an error; remove it or set expect = \"failure\"".into(),
+        )),
+        _ => Ok(cause),
+    }
+}
+
+/// The `[sim]` table: a known fault (only on a generated spec) and a stale spec file
+/// that is not the generated one.
+fn parse_sim(raw: RawSim, spec_file: &str) -> Result<SimSetup, Rejection> {
+    let fault = match &raw.fault {
+        None => None,
+        Some(f) => Some(crate::sim::SpecFault::parse(f).ok_or_else(|| {
+            let known: Vec<String> = crate::sim::SpecFault::ALL
+                .iter()
+                .map(|(n, _)| format!("{n:?}"))
+                .collect();
+            (
+                "sim.fault".to_string(),
+                format!(
+                    "{f:?} is not a known fault; use one of {}",
+                    known.join(", ")
+                ),
+            )
+        })?),
+    };
+    if fault.is_some() && raw.spec == SimSpecState::Missing {
+        return Err((
+            "sim.fault".into(),
+            "needs a generated spec to break, but sim.spec = \"missing\"".into(),
+        ));
+    }
+    if let Some(f) = &raw.stale_spec {
+        if f.contains('/') || !(f.ends_with(".json") || f.ends_with(".yaml")) || f == spec_file {
+            return Err((
+                "sim.stale-spec".into(),
+                format!(
+                    "{f:?} must be a file name ending in .json or .yaml, other than the generated spec"
+                ),
+            ));
+        }
+    }
+    Ok(SimSetup {
+        spec: raw.spec,
+        stale_spec: raw.stale_spec,
+        fault,
+    })
+}
+
+/// `applies-to` (all places when absent), each place once; a scenario that declares
+/// failures models a broken machine, so it cannot apply to a healthy host.
+fn parse_applies_to(
+    listed: Option<&[String]>,
+    declares_failures: bool,
+) -> Result<Vec<Place>, Rejection> {
+    let applies_to = match listed {
+        None => Place::ALL.to_vec(),
+        Some(list) => {
+            let mut places = Vec::new();
+            for (i, p) in list.iter().enumerate() {
+                let place = Place::parse(p).ok_or_else(|| {
+                    (
+                        format!("applies-to[{i}]"),
+                        format!(
+                            "{p:?} is not a place a scenario runs; use \"sim\", \"vm\" or \"host\""
+                        ),
+                    )
+                })?;
+                if places.contains(&place) {
+                    return Err((format!("applies-to[{i}]"), format!("{p:?} is listed twice")));
+                }
+                places.push(place);
+            }
+            if places.is_empty() {
+                return Err((
+                    "applies-to".into(),
+                    "is an empty list, so the scenario would run nowhere; list \"sim\", \"vm\" and/or \"host\", or remove the key (all three)".into(),
+                ));
+            }
+            places.sort();
+            places
+        }
+    };
+    if declares_failures && applies_to.contains(&Place::Host) {
+        return Err((
+            "applies-to".into(),
+            "includes \"host\", but the scenario declares failures ([[expect.fail]]): it models a broken machine, and a healthy host would fail or pass its checks for meaningless reasons; set applies-to = [\"sim\", \"vm\"]".into(),
+        ));
+    }
+    Ok(applies_to)
+}
+
+/// The `[[expect.fail]]`s: each names a check of this scenario (`known`), once.
+fn parse_failures(
+    raw: Vec<RawExpectedFailure>,
+    known: &[String],
+) -> Result<Vec<ExpectedFailure>, Rejection> {
+    let mut failures: Vec<ExpectedFailure> = Vec::new();
+    for (i, f) in raw.into_iter().enumerate() {
         if !known.contains(&f.check) {
-            return Err(invalid(
-                &format!("expect.fail[{i}].check"),
+            return Err((
+                format!("expect.fail[{i}].check"),
                 format!(
                     "{:?} is not a check of this scenario; its checks are: {}",
                     f.check,
@@ -1075,43 +1122,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
                 ),
             ));
         }
-        if failures
-            .iter()
-            .any(|x: &ExpectedFailure| x.check == f.check)
-        {
-            return Err(invalid(
-                &format!("expect.fail[{i}].check"),
+        if failures.iter().any(|x| x.check == f.check) {
+            return Err((
+                format!("expect.fail[{i}].check"),
                 format!("{:?} is declared twice", f.check),
             ));
         }
-        let key = |field: &str| format!("expect.fail[{i}].{field}");
-        let cause =
-            parse_cause(f.cause.as_deref()).map_err(|reason| invalid(&key("cause"), reason))?;
-        let given = (f.message_contains.is_some(), f.fix_contains.is_some());
-        let message_contains = f.message_contains.unwrap_or_default();
-        let fix_contains = f.fix_contains.unwrap_or_default();
-        for (field, texts, given) in [
-            ("message-contains", &message_contains, given.0),
-            ("fix-contains", &fix_contains, given.1),
-        ] {
-            texts_not_empty(texts, &key(field), given)
-                .map_err(|(k, reason)| invalid(&k, reason))?;
-        }
-        if cause.is_none() && message_contains.is_empty() {
-            return Err(invalid(
-                &key("cause"),
-                "a declared failure must say how to recognise it: set `cause` (e.g. \"spec-missing\") or `message-contains`, or both; otherwise any failure would count".into(),
-            ));
-        }
-        failures.push(ExpectedFailure {
-            check: f.check,
-            cause,
-            message_contains,
-            fix_contains,
-        });
+        failures.push(parse_failure(i, f)?);
     }
-    scenario.expected_failures = failures;
-    Ok(scenario)
+    Ok(failures)
+}
+
+/// One declared failure: how to recognise it (a cause, texts of its message, or both;
+/// otherwise any failure would count) and, optionally, texts of its fix.
+fn parse_failure(i: usize, f: RawExpectedFailure) -> Result<ExpectedFailure, Rejection> {
+    let key = |field: &str| format!("expect.fail[{i}].{field}");
+    let cause = parse_cause(f.cause.as_deref()).map_err(|reason| (key("cause"), reason))?;
+    let given = (f.message_contains.is_some(), f.fix_contains.is_some());
+    let message_contains = f.message_contains.unwrap_or_default();
+    let fix_contains = f.fix_contains.unwrap_or_default();
+    for (field, texts, given) in [
+        ("message-contains", &message_contains, given.0),
+        ("fix-contains", &fix_contains, given.1),
+    ] {
+        texts_not_empty(texts, &key(field), given)?;
+    }
+    if cause.is_none() && message_contains.is_empty() {
+        return Err((
+            key("cause"),
+            "a declared failure must say how to recognise it: set `cause` (e.g. \"spec-missing\") or `message-contains`, or both; otherwise any failure would count".into(),
+        ));
+    }
+    Ok(ExpectedFailure {
+        check: f.check,
+        cause,
+        message_contains,
+        fix_contains,
+    })
 }
 
 /// Declared texts must each say something: an empty text (or, where the key is given,
@@ -1342,6 +1389,18 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
         device_name_strategy: "index".to_string(),
         ..MachineFacts::default()
     };
+    engine_and_toolkit(&m, &mut facts)?;
+    daemon_settings(&m, &mut facts)?;
+    docker_group(&m, &mut facts)?;
+    Ok(facts)
+}
+
+/// The engine (rootful, rootless, which one the socket variable points at) and the
+/// container toolkit with its device naming.
+fn engine_and_toolkit(
+    m: &MachineView<'_>,
+    facts: &mut MachineFacts,
+) -> Result<(), (String, String)> {
     facts.docker_enabled = m
         .get_bool(&["virtualisation", "docker", "enable"])?
         .unwrap_or(false);
@@ -1388,6 +1447,12 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
     facts.enable_nvidia = m
         .get_bool(&["virtualisation", "docker", "enableNvidia"])?
         .unwrap_or(false);
+    Ok(())
+}
+
+/// The engine's `daemon.json` as NixOS writes it: manual runtimes, the default runtime,
+/// the CDI feature flag.
+fn daemon_settings(m: &MachineView<'_>, facts: &mut MachineFacts) -> Result<(), (String, String)> {
     let settings = ["virtualisation", "docker", "daemon", "settings"];
     let runtimes = [&settings[..], &["runtimes"]].concat();
     if let Some(v) = m.get(&runtimes)? {
@@ -1423,6 +1488,11 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
         );
     }
     facts.cdi_feature = m.get_bool(&[&settings[..], &["features", "cdi"]].concat())?;
+    Ok(())
+}
+
+/// The members of the `docker` group (who may use the rootful socket).
+fn docker_group(m: &MachineView<'_>, facts: &mut MachineFacts) -> Result<(), (String, String)> {
     let members = ["users", "extraGroups", "docker", "members"];
     if let Some(v) = m.get(&members)? {
         let list = v.as_array().ok_or_else(|| {
@@ -1441,7 +1511,7 @@ fn machine_facts(machine: &toml::Table) -> Result<MachineFacts, (String, String)
             facts.docker_group_members.push(s.to_string());
         }
     }
-    Ok(facts)
+    Ok(())
 }
 
 /// The value at `path` in `table`, if any; an intermediate value that is not a table is
