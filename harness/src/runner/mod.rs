@@ -135,11 +135,9 @@ impl RunOptions {
 
 /// A unique id for this run: the value of every container's run label.
 pub fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{}-{:x}", std::process::id(), nanos)
+    // Random (uuid v4): unique across machines and pid namespaces sharing an engine,
+    // which pid and time were not; who owns a run is its own label (`OWNER_LABEL`).
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Runs every selected check of every scenario and returns the report.
