@@ -62,6 +62,7 @@ pub mod outcome;
 pub mod report;
 pub mod rt;
 pub mod runner;
+pub mod safe_read;
 pub mod scenario;
 pub mod select;
 pub mod sim;

@@ -590,56 +590,21 @@ pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
 /// harness: only a regular file (a FIFO or a device is refused before it is opened,
 /// and the open itself never blocks), at most [`MAX_SCENARIO_BYTES`], valid UTF-8.
 fn read_scenario_text(path: &Path) -> Result<String, ScenarioError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let read_err = |source| ScenarioError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let not_file = |kind: &str| ScenarioError::NotAFile {
-        path: path.to_path_buf(),
-        kind: kind.to_string(),
-    };
-    let kind_of = |m: &std::fs::Metadata| {
-        use std::os::unix::fs::FileTypeExt as _;
-        let t = m.file_type();
-        if t.is_fifo() {
-            "a FIFO (named pipe)"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file"
-        }
-    };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(not_file(kind_of(&meta)));
-    }
-    // O_NONBLOCK: a file swapped for a FIFO between the check and the open must not
-    // block either; the descriptor's own metadata is what counts.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(not_file(kind_of(&meta)));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SCENARIO_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
-        return Err(ScenarioError::TooLarge {
+    use crate::safe_read::{SafeReadError, read_regular_file};
+    let bytes = read_regular_file(path, MAX_SCENARIO_BYTES).map_err(|e| match e {
+        SafeReadError::Io(source) => ScenarioError::Read {
             path: path.to_path_buf(),
-            limit: MAX_SCENARIO_BYTES,
-        });
-    }
+            source,
+        },
+        SafeReadError::NotRegular(kind) => ScenarioError::NotAFile {
+            path: path.to_path_buf(),
+            kind: kind.to_string(),
+        },
+        SafeReadError::TooLarge { limit, .. } => ScenarioError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        },
+    })?;
     String::from_utf8(bytes).map_err(|e| ScenarioError::NotUtf8 {
         path: path.to_path_buf(),
         offset: e.utf8_error().valid_up_to(),
@@ -1912,7 +1877,10 @@ error = 'could not select device driver "" with capabilities: [[gpu]]'
             "{err}"
         );
         let err = load(Path::new("/dev/zero")).expect_err("a device is refused");
-        assert!(err.to_string().contains("/dev/zero: is a device"), "{err}");
+        assert!(
+            err.to_string().contains("/dev/zero: is a character device"),
+            "{err}"
+        );
 
         let big = dir.path().join("big.toml");
         std::fs::write(&big, vec![b'#'; MAX_SCENARIO_BYTES as usize + 1]).expect("write");

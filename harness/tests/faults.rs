@@ -471,7 +471,7 @@ fn hostile_scenario_files_fail_at_once_naming_the_file() {
         ),
         (
             "/dev/zero".into(),
-            "/dev/zero: is a device, not a scenario file".into(),
+            "/dev/zero: is a character device, not a scenario file".into(),
         ),
         (
             empty.clone(),

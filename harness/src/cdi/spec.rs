@@ -400,62 +400,22 @@ pub fn load_spec_file(path: &Path) -> Result<Spec, CdiError> {
 /// which is opened non-blocking so a FIFO cannot hang the harness), at most
 /// [`MAX_SPEC_BYTES`].
 pub fn read_spec_file(path: &Path) -> Result<Vec<u8>, CdiError> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let read_err = |source| CdiError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(CdiError::NotRegular {
+    use crate::safe_read::{SafeReadError, read_regular_file};
+    read_regular_file(path, MAX_SPEC_BYTES).map_err(|e| match e {
+        SafeReadError::Io(source) => CdiError::Read {
             path: path.to_path_buf(),
-            kind: file_kind(&meta),
-        });
-    }
-    if meta.len() > MAX_SPEC_BYTES {
-        return Err(CdiError::TooLarge {
+            source,
+        },
+        SafeReadError::NotRegular(kind) => CdiError::NotRegular {
             path: path.to_path_buf(),
-            size: meta.len(),
-            limit: MAX_SPEC_BYTES,
-        });
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_SPEC_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_SPEC_BYTES {
-        return Err(CdiError::TooLarge {
+            kind,
+        },
+        SafeReadError::TooLarge { size, limit } => CdiError::TooLarge {
             path: path.to_path_buf(),
-            size: bytes.len() as u64,
-            limit: MAX_SPEC_BYTES,
-        });
-    }
-    Ok(bytes)
-}
-
-/// What a non-regular file is, in words.
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else {
-        "not a regular file"
-    }
+            size,
+            limit,
+        },
+    })
 }
 
 /// The 1-based line where `key` first appears as a mapping key, to point an unknown
