@@ -329,17 +329,21 @@ impl PrivateEngine {
     /// `Err(None)` on timeout.
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), Option<String>> {
         let deadline = Instant::now() + limit;
+        // One client once the socket exists (bollard refuses to make one for a missing
+        // socket, and dockerd creates it only after starting up), reused for every ping.
+        let mut client = None;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 return Err(Some(status.to_string()));
             }
-            let socket = self.socket.clone();
-            let up = tokio::task::spawn_blocking(move || ping(&socket))
-                .await
-                .unwrap_or(false);
-            if up {
+            if client.is_none() {
+                client = ping_client(&self.socket);
+            }
+            if let Some(docker) = &client
+                && ping(docker).await
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -806,6 +810,11 @@ fn wait_child_sync(child: &mut tokio::process::Child, limit: Duration) -> bool {
 /// One HTTP/1.0 request without body over the engine's unix socket (the server closes
 /// the connection after the response, so no chunking or keep-alive to handle):
 /// the status code and the body. Unversioned paths, so any engine version answers.
+///
+/// Kept hand-written (readiness uses bollard's ping, see [`ping`]) because
+/// [`kill_all_containers`] also runs from `Drop`, synchronously: bollard is async only,
+/// and `Drop` may run on a runtime's worker thread (where blocking on a future panics)
+/// or after the runtime is gone, so it cannot drive bollard there.
 fn http(socket: &Path, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = std::os::unix::net::UnixStream::connect(socket).ok()?;
     let timeout = Some(Duration::from_secs(3));
@@ -825,9 +834,26 @@ fn http(socket: &Path, method: &str, path: &str) -> Option<(u16, String)> {
     Some((code, body.to_string()))
 }
 
-/// `GET /_ping`; true on `200 OK`.
-fn ping(socket: &Path) -> bool {
-    http(socket, "GET", "/_ping").is_some_and(|(code, body)| code == 200 && body.trim() == "OK")
+/// How long one readiness ping may take: a starting dockerd that accepted the
+/// connection but does not answer yet must not hold the wait past its deadline.
+const PING_TIMEOUT_SECS: u64 = 3;
+
+/// A bollard client for readiness pings on `socket`; `None` while the socket does not
+/// exist yet (bollard checks), or if bollard rejects the path (then the wait times out
+/// and the start error shows the log).
+fn ping_client(socket: &Path) -> Option<bollard::Docker> {
+    bollard::Docker::connect_with_unix(
+        &socket.to_string_lossy(),
+        PING_TIMEOUT_SECS,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .ok()
+}
+
+/// bollard's `GET /_ping`; true when the engine answers `OK` (a 2xx; any error, a
+/// refused connection, a missing socket or a timeout, is "not ready yet").
+async fn ping(docker: &bollard::Docker) -> bool {
+    docker.ping().await.is_ok_and(|body| body.trim() == "OK")
 }
 
 /// Kills every running container of the engine (SIGKILL through the API). The engine is
