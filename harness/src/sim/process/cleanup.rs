@@ -40,27 +40,23 @@ pub(super) struct ProcInfo {
     start: u64,
 }
 
-fn read_proc(pid: i32) -> Option<ProcInfo> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may hold spaces and parentheses: the state follows the last ')'.
-    let close = stat.rfind(')')?;
-    let open = stat.find('(')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    // Field 22 of stat; `rest` is at field 5 now.
-    let start = rest.nth(17)?.parse().ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+/// One process as cleanup needs it, read with procfs (`/proc/<pid>/stat` and
+/// `cmdline`); `None` when it vanished meanwhile. A command line procfs cannot read
+/// (not UTF-8, or a zombie's) counts as empty: no engine process of ours has one,
+/// since the marker and every path it is given are ASCII.
+fn read_proc(process: &procfs::process::Process) -> Option<ProcInfo> {
+    let stat = process.stat().ok()?;
+    let cmdline = process
+        .cmdline()
+        .map(|args| args.join(" "))
         .unwrap_or_default();
     Some(ProcInfo {
-        pid,
-        ppid,
-        zombie: state == "Z" || state == "X",
-        comm,
+        pid: stat.pid,
+        ppid: stat.ppid,
+        zombie: matches!(stat.state, 'Z' | 'X'),
+        comm: stat.comm,
         cmdline,
-        start,
+        start: stat.starttime,
     })
 }
 
@@ -87,13 +83,12 @@ pub(super) fn process_tree(pid: u32) -> Vec<(i32, u64)> {
     found
 }
 
+/// Every process procfs can read now; empty if `/proc` itself cannot be read.
 fn all_procs() -> Vec<ProcInfo> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+    let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(read_proc)
-        .collect()
+    all.filter_map(|p| read_proc(&p.ok()?)).collect()
 }
 
 /// Live processes of the engine marked `marker`: engine programs whose arguments carry
@@ -128,17 +123,18 @@ pub(super) fn engine_processes(marker: &str) -> Vec<ProcInfo> {
         .collect()
 }
 
-/// Mount points at or under `root`, deepest first, from /proc/self/mountinfo.
+/// Mount points at or under `root`, deepest first, from /proc/self/mountinfo (read
+/// with procfs; its mount points still carry the kernel's octal escapes, undone by
+/// [`unescape_mountinfo`]).
 pub(super) fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = procfs::process::Process::myself().and_then(|me| me.mountinfo()) else {
         return Vec::new();
     };
     let root_s = root.to_string_lossy().into_owned();
     let prefix = format!("{root_s}/");
     let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+        .into_iter()
+        .map(|m| unescape_mountinfo(&m.mount_point.to_string_lossy()))
         .filter(|m| *m == root_s || m.starts_with(&prefix))
         .map(PathBuf::from)
         .collect();
@@ -147,7 +143,9 @@ pub(super) fn mounts_under(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
+/// Undoes mountinfo's octal escapes (`\040` for a space). Kept hand-written: procfs
+/// 0.18's `MountInfo::mount_point` is the field as the kernel wrote it, escapes and all,
+/// and a mount under a path with a space would otherwise never be found and unmounted.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -364,5 +362,34 @@ mod tests {
     fn own_process_is_never_an_engine_process() {
         // The marker is in no process's arguments: nothing may be found.
         assert!(engine_processes("cdih-no-such-marker-zz9").is_empty());
+    }
+
+    #[test]
+    fn procfs_mount_points_keep_the_escapes_we_undo() {
+        let line = r"36 35 98:0 /mnt1 /tmp/a\040b rw,noatime master:1 - ext3 /dev/root rw";
+        let m = procfs::process::MountInfo::from_line(line).unwrap();
+        assert_eq!(m.mount_point, PathBuf::from(r"/tmp/a\040b"));
+        assert_eq!(
+            unescape_mountinfo(&m.mount_point.to_string_lossy()),
+            "/tmp/a b"
+        );
+    }
+
+    #[test]
+    fn this_process_reads_back_with_its_parent_and_start() {
+        let me = procfs::process::Process::myself().unwrap();
+        let info = read_proc(&me).unwrap();
+        assert_eq!(info.pid, std::process::id() as i32);
+        assert_eq!(info.ppid, std::os::unix::process::parent_id() as i32);
+        assert!(!info.zombie);
+        assert!(info.start > 0);
+        assert!(!info.comm.is_empty());
+        assert!(
+            all_procs()
+                .iter()
+                .any(|p| p.pid == info.pid && p.start == info.start)
+        );
+        let tree = process_tree(std::process::id());
+        assert_eq!(tree.first(), Some(&(info.pid, info.start)));
     }
 }
