@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::super::rootless;
-use super::{POLL, RootlessRun};
+use rustix::process::Signal;
+
+use super::{POLL, RootlessRun, send};
 
 /// How long processes left behind by the engine get to exit on their own before SIGKILL.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -165,16 +167,11 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `umount2(path, MNT_DETACH)`: a lazy unmount, so a mount still busy (a dying shim
+/// holds it) goes from the tree at once and the directory can be removed.
 fn umount_detach(path: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(std::io::Error::other)?;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH)?;
+    Ok(())
 }
 
 /// After dockerd is gone: waits for the engine's other processes (then kills them),
@@ -210,11 +207,9 @@ pub(super) fn cleanup(
             let waited = start.elapsed();
             if !killed && waited >= LEFTOVER_GRACE {
                 for p in &left {
-                    // SAFETY: kill(2); the pids were just read from /proc and belong to
-                    // this engine (engine program with the marker, or a descendant).
-                    unsafe {
-                        libc::kill(p.pid, libc::SIGKILL);
-                    }
+                    // The pids were just read from /proc and belong to this engine
+                    // (engine program with the marker, or a descendant).
+                    send(p.pid as u32, Signal::KILL);
                 }
                 killed = true;
             }

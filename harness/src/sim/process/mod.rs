@@ -38,6 +38,7 @@ use super::error::EngineStartFailure;
 use super::rootless;
 pub use cleanup::remove_stale_engine_dirs;
 use cleanup::{OWNER_FILE, cleanup, process_tree};
+use rustix::process::{Pid, Signal};
 
 /// How long dockerd gets to shut down after SIGTERM (it stops containers first,
 /// waiting `shutdown-timeout` = 5 s for each to exit) before it is killed.
@@ -125,8 +126,7 @@ impl PrivateEngine {
     /// with the fix), then starts `rootlesskit … dockerd-rootless.sh …` with the socket
     /// at `<root>/xdg/docker.sock`.
     pub async fn start(opts: EngineOptions) -> Result<PrivateEngine, SimError> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         if euid != 0 && opts.rootless.is_none() {
             return Err(SimError::NotRoot { euid });
         }
@@ -467,10 +467,8 @@ impl PrivateEngine {
             if let Ok(None) = child.try_wait() {
                 if let Some(pid) = child.id() {
                     self.earlier_trees.extend(process_tree(pid));
-                    // SAFETY: plain kill(2) on our own, not yet reaped, child.
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                    }
+                    // Our own, not yet reaped, child: the pid is still its.
+                    send(pid, Signal::TERM);
                 }
                 if tokio::time::timeout(STOP_GRACE, child.wait())
                     .await
@@ -621,10 +619,8 @@ impl PrivateEngine {
                 tree = process_tree(pid);
             }
             if let Some(pid) = child.id() {
-                // SAFETY: plain kill(2) on our own, not yet reaped, child.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                }
+                // Our own, not yet reaped, child: the pid is still its.
+                send(pid, Signal::TERM);
             }
             if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 kill_group(&child);
@@ -669,10 +665,8 @@ impl Drop for PrivateEngine {
                 tree = process_tree(pid);
             }
             if let Some(pid) = child.id() {
-                // SAFETY: plain kill(2) on our own, not yet reaped, child.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                }
+                // Our own, not yet reaped, child: the pid is still its.
+                send(pid, Signal::TERM);
             }
             if !wait_child_sync(&mut child, DROP_GRACE) {
                 kill_group(&child);
@@ -693,24 +687,14 @@ impl Drop for PrivateEngine {
 
 /// The forked child's half of `PR_SET_PDEATHSIG`: SIGTERM when the spawning thread
 /// goes, not SIGKILL, so dockerd still stops its containers (rootlesskit forwards it).
-/// Only for `pre_exec`: it calls prctl, getppid and raise, all async-signal-safe.
+/// Only for `pre_exec`: rustix makes the prctl, getppid, getpid and kill system calls
+/// directly (no allocation, no locks), so they are async-signal-safe.
 fn die_with_parent(parent: u32) -> std::io::Result<()> {
-    // SAFETY: plain system calls without memory arguments.
-    unsafe {
-        if libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGTERM as libc::c_ulong,
-            0,
-            0,
-            0,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The parent may have died before prctl took effect.
-        if libc::getppid() as u32 != parent {
-            libc::raise(libc::SIGTERM);
-        }
+    rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+    // The parent may have died before prctl took effect. (kill of our own pid is
+    // raise(3) here: the forked child has a single thread.)
+    if Pid::as_raw(rustix::process::getppid()) as u32 != parent {
+        rustix::process::kill_process(rustix::process::getpid(), Signal::TERM)?;
     }
     Ok(())
 }
@@ -770,11 +754,9 @@ async fn spawn_kept(
 /// reaped, so the group id cannot have been reused by anyone else.
 fn kill_group(child: &tokio::process::Child) {
     if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on the process group of our own unreaped child (spawned with
-        // process_group(0), so its pgid is its pid).
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
+        // The process group of our own unreaped child (spawned with process_group(0),
+        // so its pgid is its pid).
+        send_group(pid, Signal::KILL);
     }
 }
 
@@ -783,12 +765,25 @@ fn kill_group(child: &tokio::process::Child) {
 /// stop that waits out its grace for nothing holds an interrupted run up.
 fn resume(child: &tokio::process::Child) {
     if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on the process group of our own unreaped child (spawned with
-        // process_group(0)), and on the child itself; SIGCONT harms no running process.
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGCONT);
-            libc::kill(pid as libc::pid_t, libc::SIGCONT);
-        }
+        // The process group of our own unreaped child (spawned with process_group(0)),
+        // and the child itself; SIGCONT harms no running process.
+        send_group(pid, Signal::CONT);
+        send(pid, Signal::CONT);
+    }
+}
+
+/// Sends `signal` to process `pid`; a process already gone (or a pid that is not one)
+/// is not an error here: every caller goes on to wait for the exit either way.
+fn send(pid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// [`send`] to the process group `pgid`.
+fn send_group(pgid: u32, signal: Signal) {
+    if let Some(pgid) = i32::try_from(pgid).ok().and_then(Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pgid, signal);
     }
 }
 
@@ -885,4 +880,39 @@ fn detach_into_log(cmd: &mut tokio::process::Command, log: std::fs::File, log2: 
         .stderr(Stdio::from(log2))
         .kill_on_drop(true)
         .process_group(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+
+    use super::*;
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn signals_reach_the_process_and_its_group() {
+        let mut child = sleeper();
+        send(child.id(), Signal::TERM);
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGTERM));
+        let mut child = sleeper();
+        send_group(child.id(), Signal::KILL);
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn pids_that_name_no_single_process_are_never_signalled() {
+        // kill(0, …) would signal the harness's own group, kill(-1, …) every process:
+        // neither pid 0 nor one beyond i32 may ever reach kill(2).
+        send(0, Signal::TERM);
+        send_group(0, Signal::TERM);
+        send(u32::MAX, Signal::TERM);
+        send_group(u32::MAX, Signal::TERM);
+    }
 }
