@@ -287,7 +287,7 @@ fn owner_gone(dir: &Path) -> bool {
 /// the directory. Only directories whose owner process is gone (their `owner` file) or,
 /// for those without one, untouched for 10 minutes, with no live process of their
 /// engine and nothing mounted under them, are removed. Called by
-/// [`PrivateEngine::start`]; returns what it removed.
+/// [`PrivateEngine::start`](super::PrivateEngine::start); returns what it removed.
 pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(dir) = std::fs::read_dir("/tmp") else {
