@@ -34,18 +34,19 @@
 //! # Ok(()) }
 //! ```
 
-mod daemon;
+mod config;
+mod diagnosis;
+mod discovery;
 mod error;
 mod gpu;
 mod image;
 mod paths;
+mod process;
 mod rootless;
 mod spec;
 
-pub use daemon::{
-    DEFAULT_DOCKERD, ENV_DOCKERD, EngineOptions, MIN_CDI_ENGINE_MAJOR, PrivateEngine, daemon_json,
-    find_dockerd, remove_stale_engine_dirs,
-};
+pub use config::{EngineOptions, daemon_json};
+pub use discovery::{DEFAULT_DOCKERD, ENV_DOCKERD, MIN_CDI_ENGINE_MAJOR, find_dockerd};
 pub use error::{EngineStartFailure, SimError};
 pub use gpu::{
     INVENTORY_CONTAINER_PATH, INVENTORY_FILE, NVIDIA_SMI_CONTAINER_PATH, NVIDIA_SMI_FILE,
@@ -56,6 +57,7 @@ pub use gpu::{
 pub use image::{
     SIM_IMAGE, busybox_rootfs_tar, busybox_rootfs_tar_with, find_static_busybox, import_image,
 };
+pub use process::{PrivateEngine, remove_stale_engine_dirs};
 pub use rootless::{DEFAULT_ROOTLESS_USER, ENV_ROOTLESS_USER, ROOTLESS_SCRIPT, RootlessOptions};
 pub use spec::{
     FAILING_HOOK_FILE, FAILING_HOOK_MESSAGE, FAILING_HOOK_SCRIPT, SIM_CDI_KIND, SIM_CDI_VERSION,

@@ -1,5 +1,5 @@
 //! Finding programs on a PATH: what starting dockerd and rootlesskit both need. A leaf
-//! of `sim`, so that `daemon` and `rootless` share it without depending on each other.
+//! of `sim`, so that `discovery` and `rootless` share it without depending on each other.
 
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;

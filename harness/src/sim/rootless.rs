@@ -175,8 +175,7 @@ pub(crate) fn plan(
         lookup_uid(euid).unwrap_or_else(|| Account {
             name: euid.to_string(),
             uid: euid,
-            // SAFETY: getegid has no preconditions and cannot fail.
-            gid: unsafe { libc::getegid() },
+            gid: rustix::process::getegid().as_raw(),
         })
     };
     check_user_namespaces()?;
@@ -236,10 +235,12 @@ fn check_tun(switch_user: bool) -> Result<Option<libc::dev_t>, SimError> {
     if switch_user {
         return Ok(Some(meta.rdev() as libc::dev_t));
     }
-    let path = std::ffi::CString::new(TUN).map_err(std::io::Error::other);
-    // SAFETY: access(2) with a valid NUL-terminated path.
-    let usable =
-        path.is_ok_and(|p| unsafe { libc::access(p.as_ptr(), libc::R_OK | libc::W_OK) } == 0);
+    // access(2): checked with the real ids, as the engine's user will open it.
+    let usable = rustix::fs::access(
+        TUN,
+        rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+    )
+    .is_ok();
     if usable {
         Ok(None)
     } else {
@@ -460,6 +461,11 @@ pub(crate) struct ChildSetup {
 
 impl ChildSetup {
     /// Runs in the forked child, before exec: only async-signal-safe system calls.
+    ///
+    /// Kept on `libc` rather than rustix: rustix's `set_thread_uid`/`set_thread_gid`/
+    /// `set_thread_groups` are per-thread raw system calls that on purpose differ from
+    /// POSIX `setuid(3)` and friends, and its `unshare` for `CLONE_NEWNS` is
+    /// `unshare_unsafe`; the block would stay `unsafe` and read less plainly.
     ///
     /// # Safety
     /// Call only between fork and exec (from `pre_exec`): it changes the calling
@@ -801,6 +807,10 @@ pub(crate) fn rootless_start_hint(cause: &str) -> Option<String> {
 }
 
 /// The password database entry for `name`.
+///
+/// Kept on `libc`'s `getpw*_r`: rustix has no password-database lookup (it goes
+/// through glibc's NSS, which only libc reaches); nix's `User::from_name` wraps the
+/// same calls and was not added in this change.
 pub(crate) fn lookup_user(name: &str) -> Option<Account> {
     let cname = std::ffi::CString::new(name).ok()?;
     getpw(|pwd, buf, len, result| {
@@ -945,8 +955,7 @@ mod tests {
         assert_eq!(find_rootless_script(&fake_dockerd, &path).unwrap(), script);
         // No rootlesskit on PATH: MissingTool with the apt line. Run as whoever we are:
         // the user checks pass or fail first with their own message.
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
+        let euid = rustix::process::geteuid().as_raw();
         let opts = RootlessOptions::default();
         match plan(&opts, euid, &fake_dockerd, &path) {
             Err(SimError::MissingTool { tool, hint, .. }) => {
