@@ -478,33 +478,31 @@ fn scenario_init_from_host_writes_a_loadable_scenario_once() {
     assert!(!text(&bad).contains("a bug"), "{}", text(&bad));
 }
 
-/// Commands whose printing lives in the library end quietly on a closed stdout (no
-/// "failed printing to stdout" panic, exit 101).
+/// Runs the binary with `args` and its stdout closed at once: it must end without the
+/// "failed printing to stdout" panic (exit 101).
+fn ends_quietly_on_a_closed_stdout(args: &[String]) {
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+}
+
+/// Commands whose printing lives in the library end quietly on a closed stdout.
 #[test]
 fn library_commands_survive_a_closed_stdout() {
-    use std::process::Stdio;
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    for args in [vec!["scenario", "check"], vec!["list", "--scenario"]] {
-        let mut child = bin()
-            .args(&args)
-            .arg(&scenarios)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("runs");
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("waits");
-        assert_ne!(
-            out.status.code(),
-            Some(101),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-            "{args:?}"
-        );
-    }
+    let dir_arg = scenarios.display().to_string();
+    ends_quietly_on_a_closed_stdout(&["scenario".into(), "check".into(), dir_arg.clone()]);
+    ends_quietly_on_a_closed_stdout(&["list".into(), "--scenario".into(), dir_arg]);
+    // A report long enough to overflow a pipe: 2000 failed checks.
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("r.json");
     let r = cdi_harness::outcome::RunReport {
@@ -533,38 +531,14 @@ fn library_commands_survive_a_closed_stdout() {
         interrupted: false,
     };
     cdi_harness::report::write_json(&r, &report).expect("write");
-    for args in [
-        vec![
-            "report".to_string(),
-            "judge".into(),
-            report.display().to_string(),
-            "--scenario".into(),
-            scenarios.join("seed.toml").display().to_string(),
-        ],
-        vec![
-            "report".to_string(),
-            "diff".into(),
-            report.display().to_string(),
-            report.display().to_string(),
-        ],
-    ] {
-        let mut child = bin()
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("runs");
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("waits");
-        assert_ne!(
-            out.status.code(),
-            Some(101),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
-            "{args:?}"
-        );
-    }
+    let report = report.display().to_string();
+    let seed = scenarios.join("seed.toml").display().to_string();
+    ends_quietly_on_a_closed_stdout(&[
+        "report".into(),
+        "judge".into(),
+        report.clone(),
+        "--scenario".into(),
+        seed,
+    ]);
+    ends_quietly_on_a_closed_stdout(&["report".into(), "diff".into(), report.clone(), report]);
 }
