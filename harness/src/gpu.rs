@@ -720,12 +720,7 @@ mod tests {
     use super::*;
     use crate::outcome::Status;
 
-    fn fixture(rel: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(rel);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
+    use crate::testutil::fixture;
 
     /// The H100 recorded in tests/fixtures/h100: minor 0, driver 580.159.04.
     fn h100() -> Inventory {

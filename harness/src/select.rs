@@ -370,12 +370,7 @@ mod tests {
     use crate::gpu::parse_smi_list_with_mig;
     use crate::testutil::FakeMachine as Machine;
 
-    fn fixture(rel: &str) -> String {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(rel);
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-    }
+    use crate::testutil::fixture;
 
     /// The H100 machine, as NVML reported it (tests/fixtures/h100/nvml).
     fn h100() -> Inventory {

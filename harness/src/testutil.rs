@@ -16,6 +16,14 @@ pub(crate) fn cannot_run(reason: &str) {
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The text of `harness/tests/fixtures/<rel>` (recorded outputs of real machines).
+pub(crate) fn fixture(rel: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 use crate::engine::EngineInfo;
 use crate::gpu::{GpuError, Inventory};
 use crate::host::{FileInfo, HostError, HostSource, UserInfo};
