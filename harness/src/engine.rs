@@ -842,18 +842,24 @@ impl Engine {
 
     /// Ids of every container (running or not) labelled with this run's id.
     pub async fn labelled_containers(&self) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{RUN_LABEL}={}", self.run_id)],
-        )]);
+        let list = self
+            .containers_labelled(&format!("{RUN_LABEL}={}", self.run_id))
+            .await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Every container (running or not) matching a `label` filter (`key` or `key=value`).
+    async fn containers_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
         let opts = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
             .build();
-        let list = self
-            .call("list containers", self.docker.list_containers(Some(opts)))
-            .await?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+        self.call("list containers", self.docker.list_containers(Some(opts)))
+            .await
     }
 
     /// Removes the containers that harness runs which died (SIGKILL, OOM, a crash) left
@@ -865,14 +871,7 @@ impl Engine {
         &self,
         grace: Duration,
     ) -> Result<Vec<DeadRunContainer>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![RUN_LABEL.to_string()])]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let list = self
-            .call("list containers", self.docker.list_containers(Some(opts)))
-            .await?;
+        let list = self.containers_labelled(RUN_LABEL).await?;
         let host = format!("{}/", hostname());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

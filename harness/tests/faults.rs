@@ -191,6 +191,16 @@ impl Drop for Harness {
     }
 }
 
+/// The pid of a run's private dockerd (from its engine dir), after sending it `sig`.
+fn signal_dockerd(dir: &Path, sig: libc::c_int) -> u32 {
+    let dockerd: u32 = read_trim(&dir.join("d.pid")).parse().expect("d.pid");
+    // SAFETY: kill(2) of the run's own dockerd, a pid it wrote itself.
+    unsafe {
+        libc::kill(dockerd as libc::pid_t, sig);
+    }
+    dockerd
+}
+
 fn read_trim(p: &Path) -> String {
     std::fs::read_to_string(p)
         .map(|s| s.trim().to_string())
@@ -1068,11 +1078,7 @@ fn an_engine_that_dies_during_restart_always_fails_the_run() {
     // Killed while the device containers run: the run fails with that cause.
     let mut h = sim_run(w, "died-mid", &["--call-timeout", "3"]);
     let dir = reach(&h, Point::Gather);
-    let dockerd: u32 = read_trim(&dir.join("d.pid")).parse().expect("d.pid");
-    // SAFETY: kill(2) of the run's dockerd.
-    unsafe {
-        libc::kill(dockerd as libc::pid_t, libc::SIGKILL);
-    }
+    signal_dockerd(&dir, libc::SIGKILL);
     let status = h.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(1), "{}", h.stderr());
     let all = results(&h.report());
@@ -1099,12 +1105,8 @@ fn an_engine_that_dies_during_restart_always_fails_the_run() {
         h.signal(libc::SIGSTOP);
         let log = std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default();
         let restarting = log.contains("Processing signal 'terminated'");
-        let dockerd: u32 = read_trim(&dir.join("d.pid")).parse().expect("d.pid");
         if !restarting {
-            // SAFETY: kill(2) of the run's dockerd.
-            unsafe {
-                libc::kill(dockerd as libc::pid_t, libc::SIGKILL);
-            }
+            let dockerd = signal_dockerd(&dir, libc::SIGKILL);
             assert!(wait_until(Duration::from_secs(10), || {
                 cdi_harness::engine::process_gone(dockerd)
             }));
@@ -1153,11 +1155,7 @@ fn a_stopped_engine_times_out_or_yields_to_ctrl_c_and_is_taken_down() {
     // SIGSTOPped mid-run, then Ctrl-C: out within the short deadline, nothing left.
     let mut h = sim_run(w, "stopped-int", &["--call-timeout", "30"]);
     let dir = reach(&h, Point::Gather);
-    let dockerd: u32 = read_trim(&dir.join("d.pid")).parse().expect("d.pid");
-    // SAFETY: kill(2) of the run's dockerd.
-    unsafe {
-        libc::kill(dockerd as libc::pid_t, libc::SIGSTOP);
-    }
+    signal_dockerd(&dir, libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     h.signal(libc::SIGINT);
@@ -1180,11 +1178,7 @@ fn a_stopped_engine_times_out_or_yields_to_ctrl_c_and_is_taken_down() {
         &["--call-timeout", "2", "--container-timeout", "4"],
     );
     let dir = reach(&h, Point::Gather);
-    let dockerd: u32 = read_trim(&dir.join("d.pid")).parse().expect("d.pid");
-    // SAFETY: kill(2) of the run's dockerd.
-    unsafe {
-        libc::kill(dockerd as libc::pid_t, libc::SIGSTOP);
-    }
+    signal_dockerd(&dir, libc::SIGSTOP);
     let status = h.wait(Duration::from_secs(90));
     let err = h.stderr();
     assert_eq!(status.code(), Some(1), "{err}");
