@@ -44,11 +44,22 @@ pub enum BenchError {
 pub struct BenchResult {
     /// Wall times of the checklist script.
     pub checklist: Vec<Duration>,
-    /// Wall times of `cdi-harness run`.
+    /// Wall times of `cdi-harness run` doing the checklist's work: the
+    /// [`CHECKLIST_EQUIVALENTS`] only (`--filter`). The ratio is taken on these.
     pub harness: Vec<Duration>,
-    /// Checks each harness run performs (the script makes 4).
+    /// Wall times of `cdi-harness run` on the whole seed scenario.
+    pub whole: Vec<Duration>,
+    /// Checks each whole run compared (passed or failed; the script makes 4).
     pub harness_checks: usize,
+    /// Checks each whole run skipped (they need the driver, which a private engine on
+    /// this machine does not have): not counted as work done.
+    pub harness_skipped: usize,
 }
+
+/// The checks that do what the checklist's four steps do: each must pass in the
+/// harness's warm-up run, or the two sides would not be doing the same work.
+const CHECKLIST_EQUIVALENTS: [&str; 4] =
+    ["spec_present", "info_devices", "device_all", "gpus_flag"];
 
 /// The median of a non-empty sample (zero for an empty one).
 pub fn median(samples: &[Duration]) -> Duration {
@@ -80,20 +91,31 @@ impl BenchResult {
             format!("{} – {}", ms(min), ms(max))
         };
         let ratio = self.ratio();
+        let row = |label: String, v: &[Duration]| {
+            format!("{label:<56} {:>7}   range {}\n", ms(median(v)), range(v))
+        };
         format!(
-            "seed scenario, same private engine, {} runs each (alternating)\n\
-             {:<34} {:>9}   range {}\n\
-             {:<34} {:>9}   range {}\n\
-             ratio harness/checklist: {ratio:.2} ({})\n",
+            "seed scenario, same private engine, {} runs each (alternating)\n{}{}{}\
+             ratio harness/checklist on the same {} checks: {ratio:.2} ({})\n",
             self.checklist.len(),
-            "checklist script (4 steps)",
-            ms(median(&self.checklist)),
-            range(&self.checklist),
-            format!("cdi-harness run ({} checks)", self.harness_checks),
-            ms(median(&self.harness)),
-            range(&self.harness),
+            row("checklist script (4 steps)".into(), &self.checklist),
+            row(
+                format!(
+                    "cdi-harness run, the same {} checks",
+                    CHECKLIST_EQUIVALENTS.len()
+                ),
+                &self.harness
+            ),
+            row(
+                format!(
+                    "cdi-harness run, whole scenario ({} checks, {} skipped)",
+                    self.harness_checks, self.harness_skipped
+                ),
+                &self.whole
+            ),
+            CHECKLIST_EQUIVALENTS.len(),
             if ratio <= 1.0 {
-                "at or ahead of the script while checking more"
+                "at or ahead of the script"
             } else {
                 "slower than the script: investigate before landing"
             }
@@ -130,6 +152,17 @@ async fn measure(
     std::fs::write(&script, CHECKLIST)
         .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", script.display())))?;
     let snapshots = work.path().join("snapshots");
+    let warm_report = work.path().join("warm-up.json");
+    // The harness checks the engine as `host`, where `count = "auto"` would ask a
+    // driver this machine may not have: the copy says how many GPUs the private
+    // engine was given.
+    let seed_copy = work.path().join(
+        seed_file
+            .file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new("seed.toml")),
+    );
+    std::fs::write(&seed_copy, with_gpu_count(seed_file, seed.gpus.count)?)
+        .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", seed_copy.display())))?;
     let docker_host = env.engine.docker_host();
     let spec_dir = env.generated_spec_dir().to_path_buf();
 
@@ -142,7 +175,7 @@ async fn measure(
             .kill_on_drop(true);
         c
     };
-    let harness_cmd = |update: bool| {
+    let harness_cmd = |update: bool, same_work: bool| {
         let mut c = tokio::process::Command::new(harness_bin);
         c.args([
             "run",
@@ -153,28 +186,52 @@ async fn measure(
             runner::SIM_IMAGE,
             "--scenario",
         ])
-        .arg(seed_file)
+        .arg(&seed_copy)
         .arg("--snapshots")
         .arg(&snapshots)
         .env("DOCKER_HOST", &docker_host)
         // The warm-up records `.snap.new` (outside CI); timed runs write nothing.
         .env("CI", if update { "false" } else { "true" })
         .kill_on_drop(true);
+        if update {
+            c.arg("--json").arg(&warm_report);
+        }
+        if same_work {
+            for check in CHECKLIST_EQUIVALENTS {
+                c.arg("--filter").arg(format!("{}::{check}", seed.name));
+            }
+        }
         c
     };
 
     // Warm-up: both sides once (image cache, first container), and the harness records
     // the host snapshot of this engine's spec so timed runs compare against it.
     timed("checklist", checklist_cmd()).await?;
-    let _ = timed_output(harness_cmd(true)).await;
+    let (_, warm_up) = timed_output(harness_cmd(true, false)).await?;
     crate::snapshot::accept_pending(&snapshots, crate::outcome::BackendKind::Host, &seed.name)
-        .map_err(|e| BenchError::Io(format!("{e} ({})", e.fix_hint())))?;
-    timed("harness", harness_cmd(false)).await?;
+        .map_err(|e| {
+            BenchError::Io(format!(
+                "the harness's warm-up run recorded no snapshot of the seed's spec ({e}); it exited {} saying: {}",
+                warm_up.status,
+                last_lines(
+                    &format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&warm_up.stdout),
+                        String::from_utf8_lossy(&warm_up.stderr)
+                    ),
+                    8
+                )
+            ))
+        })?;
+    let (compared, skipped) = compared_work(&warm_report)?;
+    timed("harness", harness_cmd(false, true)).await?;
 
     let mut result = BenchResult {
         checklist: Vec::new(),
         harness: Vec::new(),
-        harness_checks: seed.check_names().len(),
+        whole: Vec::new(),
+        harness_checks: compared,
+        harness_skipped: skipped,
     };
     for _ in 0..iterations.max(1) {
         result
@@ -182,9 +239,61 @@ async fn measure(
             .push(timed("checklist", checklist_cmd()).await?);
         result
             .harness
-            .push(timed("harness", harness_cmd(false)).await?);
+            .push(timed("harness", harness_cmd(false, true)).await?);
+        result
+            .whole
+            .push(timed("harness", harness_cmd(false, false)).await?);
     }
     Ok(result)
+}
+
+/// The seed scenario's text with `[gpus] count` set to `count`.
+fn with_gpu_count(seed_file: &Path, count: u32) -> Result<String, BenchError> {
+    let text = std::fs::read_to_string(seed_file)
+        .map_err(|e| BenchError::Io(format!("cannot read {}: {e}", seed_file.display())))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e| BenchError::Io(format!("cannot parse {}: {e}", seed_file.display())))?;
+    let gpus = table
+        .entry("gpus")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(gpus) = gpus {
+        gpus.insert("count".into(), toml::Value::Integer(i64::from(count)));
+    }
+    toml::to_string(&table)
+        .map_err(|e| BenchError::Io(format!("cannot write the seed scenario back: {e}")))
+}
+
+/// How many checks the warm-up run compared and skipped; an error unless each of the
+/// checklist's equivalents passed (else the harness would be timed doing less work).
+fn compared_work(report: &Path) -> Result<(usize, usize), BenchError> {
+    use crate::outcome::Status;
+    let report = crate::report::read_json(report)
+        .map_err(|e| BenchError::Io(format!("the harness's warm-up report: {e}")))?;
+    for check in CHECKLIST_EQUIVALENTS {
+        let found = report.results.iter().find(|r| r.check == check);
+        if found.is_none_or(|r| r.status != Status::Pass) {
+            return Err(BenchError::Io(format!(
+                "the harness's warm-up run did not pass `{check}` ({}), which the checklist's steps also check: its time would not be for the same work",
+                found.map_or_else(
+                    || "no result".to_string(),
+                    |r| format!("{}: {}", r.status.as_str(), r.message)
+                )
+            )));
+        }
+    }
+    let skipped = report
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Skip)
+        .count();
+    Ok((report.results.len() - skipped, skipped))
+}
+
+/// The last `n` lines of `text`, joined with " / " (one line of an error message).
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
 }
 
 async fn timed_output(
@@ -229,6 +338,9 @@ pub struct SuiteMeasure {
     pub peak_rss_kib: u64,
     /// Its exit code (0: no check failed).
     pub exit_code: Option<i32>,
+    /// Checks its report holds, and how many of them skipped (`None`: no readable
+    /// report): a suite that skipped its work is not fast, only idle.
+    pub checks: Option<(usize, usize)>,
 }
 
 impl SuiteMeasure {
@@ -237,7 +349,11 @@ impl SuiteMeasure {
         let wall_ok = self.wall <= SUITE_WALL_TARGET;
         let rss_ok = self.peak_rss_kib < SUITE_RSS_TARGET_KIB;
         format!(
-            "full sim suite: {:.1} s wall ({} the {} s target), harness peak RSS {:.0} MB ({} the {} MB target){}\n",
+            "full sim suite{}: {:.1} s wall ({} the {} s target), harness peak RSS {:.0} MB ({} the {} MB target){}\n",
+            match self.checks {
+                Some((all, skipped)) => format!(" ({all} checks, {skipped} skipped)"),
+                None => " (no report: what it checked is unknown)".to_string(),
+            },
             self.wall.as_secs_f64(),
             if wall_ok { "within" } else { "over" },
             SUITE_WALL_TARGET.as_secs(),
@@ -297,11 +413,23 @@ pub async fn suite(
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     };
+    let wall = t.elapsed();
     let status = status.map_err(|e| BenchError::Io(format!("waiting for the suite: {e}")))?;
+    let checks = crate::report::read_json(&work.path().join("suite.json"))
+        .ok()
+        .map(|r| {
+            let skipped = r
+                .results
+                .iter()
+                .filter(|c| c.status == crate::outcome::Status::Skip)
+                .count();
+            (r.results.len(), skipped)
+        });
     Ok(SuiteMeasure {
-        wall: t.elapsed(),
+        wall,
         peak_rss_kib: peak,
         exit_code: status.code(),
+        checks,
     })
 }
 
@@ -315,8 +443,10 @@ mod tests {
             wall: Duration::from_millis(5400),
             peak_rss_kib: 40 * 1024,
             exit_code: Some(0),
+            checks: Some((183, 19)),
         };
         let line = fast.render();
+        assert!(line.contains("(183 checks, 19 skipped)"), "{line}");
         assert!(
             line.contains("5.4 s wall (within the 6 s target)"),
             "{line}"
@@ -329,8 +459,10 @@ mod tests {
             wall: Duration::from_secs(11),
             peak_rss_kib: 80 * 1024,
             exit_code: Some(1),
+            checks: None,
         };
         let line = slow.render();
+        assert!(line.contains("what it checked is unknown"), "{line}");
         assert!(
             line.contains("over the 6 s target") && line.contains("over the 50 MB target"),
             "{line}"
@@ -352,10 +484,18 @@ mod tests {
         let r = BenchResult {
             checklist: vec![ms(800)],
             harness: vec![ms(400)],
+            whole: vec![ms(900)],
             harness_checks: 17,
+            harness_skipped: 3,
         };
         assert!((r.ratio() - 0.5).abs() < 1e-9);
-        assert!(r.render().contains("at or ahead"));
+        let text = r.render();
+        assert!(text.contains("at or ahead"), "{text}");
+        assert!(
+            text.contains("whole scenario (17 checks, 3 skipped)"),
+            "{text}"
+        );
+        assert!(text.contains("on the same 4 checks: 0.50"), "{text}");
         let slow = BenchResult {
             harness: vec![ms(1600)],
             ..r

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::outcome::BackendKind;
+use crate::outcome::{BackendKind, RunReport};
 use crate::runner::{self, RunOptions};
+use crate::scenario::Scenario;
 use crate::{cdi, report, scenario};
 
 #[derive(Parser)]
@@ -189,9 +190,10 @@ struct RunArgs {
     /// Scenario files or directories (default: ./scenarios).
     #[arg(long = "scenario", value_name = "PATH")]
     scenarios: Vec<PathBuf>,
-    /// Only run checks whose trial name (`<scenario>::<check>`) contains this text.
+    /// Only run checks whose trial name (`<scenario>::<check>`) contains this text;
+    /// given more than once, checks that match any of them.
     #[arg(long, value_name = "TEXT")]
-    filter: Option<String>,
+    filter: Vec<String>,
     /// Image for the containers on `host`, instead of each scenario's image; `local`
     /// builds one from this host's nvidia-smi and its glibc and imports it (no registry).
     #[arg(long, value_name = "REF")]
@@ -440,30 +442,10 @@ fn init_scenario(path: Option<&Path>) -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let (scenarios, base) = match load_scenarios(&args.scenarios) {
+    let (scenarios, base) = match checked_inputs(&args) {
         Ok(s) => s,
         Err(e) => return config_error(e),
     };
-    if scenarios.is_empty() {
-        return config_error(
-            "no scenario files found (pass --scenario PATH or run from the repository root)",
-        );
-    }
-    if let Some(image) = &args.image {
-        if let Err(reason) = scenario::validate_image(image) {
-            return config_error(format!("--image: {reason}"));
-        }
-    }
-    for (flag, path) in [
-        ("--dockerd", &args.dockerd),
-        ("--docker-cli", &args.docker_cli),
-    ] {
-        if let Some(p) = path {
-            if !p.is_file() {
-                return config_error(format!("{flag} {}: no such file", p.display()));
-            }
-        }
-    }
     let choice = match crate::select::choose(
         Some(match args.backend {
             BackendArg::Host => "host",
@@ -492,71 +474,16 @@ fn run(args: RunArgs) -> ExitCode {
         .snapshots
         .clone()
         .unwrap_or_else(|| runner::default_snapshot_dir(&base));
-    // anstream decides as terminal programs agree: a terminal, and neither NO_COLOR nor
-    // TERM=dumb (CLICOLOR_FORCE forces colour on).
-    let color = wants_color(&std::io::stderr());
-    let mut opts = RunOptions::new(backend, snapshot_dir);
+    let mut opts = run_options(&args, backend, snapshot_dir, &scenarios);
     opts.not_applicable = plan.skipped;
-    opts.image_override = args.image.clone();
-    opts.ci = opts.ci || args.ci;
-    if let Some(uri) = &args.docker_host {
-        if !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://"))
-        {
-            return config_error(format!(
-                "--docker-host {uri}: use unix:///path/to/docker.sock or tcp://host:port"
-            ));
-        }
-        opts.host_endpoint = Some(crate::engine::Endpoint {
-            uri: uri.clone(),
-            source: "--docker-host".into(),
-        });
-    }
-    opts.dockerd = args.dockerd.clone();
-    if args.docker_cli.is_some() {
-        opts.docker_cli = args.docker_cli.clone();
-    }
-    opts.timeouts.call = std::time::Duration::from_secs(args.call_timeout.max(1));
-    opts.timeouts.container = std::time::Duration::from_secs(args.container_timeout.max(1));
-    if let Some(f) = &args.filter {
-        opts.selection = Some(
-            scenarios
-                .iter()
-                .flat_map(|s| {
-                    s.check_names()
-                        .into_iter()
-                        .map(move |c| format!("{}::{c}", s.name))
-                })
-                .filter(|t| t.contains(f.as_str()))
-                .collect(),
-        );
-    }
-    if !args.quiet {
-        opts.progress = Some(Arc::new(move |r| {
-            eprintln!("{}", report::progress_line(r, color))
-        }));
-    }
-    // Even with --quiet: removing what a dead run left is worth a line.
-    opts.notice = Some(Arc::new(|text: &str| eprintln!("note: {text}")));
+    let view = attach_live_view(&mut opts, args.quiet);
     if backend == BackendKind::Sim && args.image.is_some() {
         eprintln!(
             "note: --image applies to the host backend; sim runs its own busybox image with a simulated nvidia-smi"
         );
     }
     if !args.quiet {
-        eprintln!(
-            "cdi-harness: {} scenario(s) on the {} backend{}",
-            scenarios.len(),
-            backend.as_str(),
-            if backend.simulated() {
-                " (simulated GPUs: no real hardware is checked)"
-            } else {
-                ""
-            }
-        );
-        eprintln!("cdi-harness: backend {}", choice.why);
-        for (name, why) in &opts.not_applicable {
-            eprintln!("cdi-harness: {name} is skipped: {why}");
-        }
+        print_run_header(scenarios.len(), backend, &choice.why, &opts.not_applicable);
     }
 
     let rt = match crate::rt::runtime() {
@@ -565,35 +492,18 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let signalled = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let report = rt.block_on(async {
-        tokio::spawn(watch_signals(opts.cancel.clone(), signalled.clone()));
+        tokio::spawn(watch_signals(
+            opts.cancel.clone(),
+            signalled.clone(),
+            view.clone(),
+        ));
         runner::run_scenarios(&scenarios, &opts).await
     });
+    view.clear();
 
     // The report files first: they must not depend on the terminal (a closed stdout,
     // a second signal while the table prints).
-    let mut code = if report.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    };
-    if let Some(p) = &args.json {
-        if let Err(e) = report::write_json(&report, p) {
-            eprintln!("error: {e}");
-            code = ExitCode::from(2);
-        }
-    }
-    if let Some(p) = &args.junit {
-        if let Err(e) = report::write_junit(&report, p) {
-            eprintln!("error: {e}");
-            code = ExitCode::from(2);
-        }
-    }
-    if let Some(p) = &args.markdown {
-        if let Err(e) = report::write_markdown(&report, p) {
-            eprintln!("error: {e}");
-            code = ExitCode::from(2);
-        }
-    }
+    let code = write_report_files(&report, &args);
     let width = terminal_width();
     print!(
         "{}",
@@ -608,6 +518,149 @@ fn run(args: RunArgs) -> ExitCode {
     code
 }
 
+/// The run's scenarios (and the directory they came from) once every path and value
+/// the command line names is known good: a bad one is a configuration error (exit 2)
+/// before any engine is touched.
+fn checked_inputs(args: &RunArgs) -> Result<(Vec<Scenario>, PathBuf), String> {
+    let (scenarios, base) = load_scenarios(&args.scenarios).map_err(|e| e.to_string())?;
+    if scenarios.is_empty() {
+        return Err(
+            "no scenario files found (pass --scenario PATH or run from the repository root)".into(),
+        );
+    }
+    if let Some(image) = &args.image {
+        scenario::validate_image(image).map_err(|reason| format!("--image: {reason}"))?;
+    }
+    for (flag, path) in [
+        ("--dockerd", &args.dockerd),
+        ("--docker-cli", &args.docker_cli),
+    ] {
+        if let Some(p) = path
+            && !p.is_file()
+        {
+            return Err(format!("{flag} {}: no such file", p.display()));
+        }
+    }
+    if let Some(uri) = &args.docker_host
+        && !(uri.starts_with("unix://") || uri.starts_with("tcp://") || uri.starts_with("http://"))
+    {
+        return Err(format!(
+            "--docker-host {uri}: use unix:///path/to/docker.sock or tcp://host:port"
+        ));
+    }
+    Ok((scenarios, base))
+}
+
+/// The runner's options from the command line: engine, limits, the `--filter`
+/// selection over `scenarios`' trial names.
+fn run_options(
+    args: &RunArgs,
+    backend: BackendKind,
+    snapshot_dir: PathBuf,
+    scenarios: &[Scenario],
+) -> RunOptions {
+    let mut opts = RunOptions::new(backend, snapshot_dir);
+    opts.image_override = args.image.clone();
+    opts.ci = opts.ci || args.ci;
+    opts.host_endpoint = args
+        .docker_host
+        .as_ref()
+        .map(|uri| crate::engine::Endpoint {
+            uri: uri.clone(),
+            source: "--docker-host".into(),
+        });
+    opts.dockerd = args.dockerd.clone();
+    if args.docker_cli.is_some() {
+        opts.docker_cli = args.docker_cli.clone();
+    }
+    opts.timeouts.call = std::time::Duration::from_secs(args.call_timeout.max(1));
+    opts.timeouts.container = std::time::Duration::from_secs(args.container_timeout.max(1));
+    if !args.filter.is_empty() {
+        let filters = &args.filter;
+        opts.selection = Some(
+            scenarios
+                .iter()
+                .flat_map(|s| {
+                    s.check_names()
+                        .into_iter()
+                        .map(move |c| format!("{}::{c}", s.name))
+                })
+                .filter(|t| filters.iter().any(|f| t.contains(f.as_str())))
+                .collect(),
+        );
+    }
+    opts
+}
+
+/// The live view of the run on stderr, fed by the runner's events: spinners for the
+/// long work (engine starts, image imports, engine restarts) on a terminal only, the
+/// per-check lines through the same view so they never tear; with `quiet`, only the
+/// notices (removing what a dead run left is always worth a line).
+fn attach_live_view(opts: &mut RunOptions, quiet: bool) -> Arc<report::LiveView> {
+    // anstream decides as terminal programs agree: a terminal, and neither NO_COLOR nor
+    // TERM=dumb (CLICOLOR_FORCE forces colour on).
+    let color = wants_color(&std::io::stderr());
+    let view = Arc::new(report::LiveView::stderr(!quiet));
+    if !quiet {
+        let v = view.clone();
+        opts.progress = Some(Arc::new(move |r| v.line(&report::progress_line(r, color))));
+        let v = view.clone();
+        opts.phase = Some(Arc::new(move |scenario, phase| v.phase(scenario, phase)));
+    }
+    let v = view.clone();
+    opts.notice = Some(Arc::new(move |text: &str| v.line(&format!("note: {text}"))));
+    view
+}
+
+/// What is about to be checked, where, and why there.
+fn print_run_header(
+    count: usize,
+    backend: BackendKind,
+    why: &str,
+    not_applicable: &std::collections::BTreeMap<String, String>,
+) {
+    eprintln!(
+        "cdi-harness: {count} scenario(s) on the {} backend{}",
+        backend.as_str(),
+        if backend.simulated() {
+            " (simulated GPUs: no real hardware is checked)"
+        } else {
+            ""
+        }
+    );
+    eprintln!("cdi-harness: backend {why}");
+    for (name, why) in not_applicable {
+        eprintln!("cdi-harness: {name} is skipped: {why}");
+    }
+}
+
+/// Writes the report files the command line asks for: exit 1 when a check failed, 2
+/// when a file could not be written (each failure said on stderr).
+fn write_report_files(report: &RunReport, args: &RunArgs) -> ExitCode {
+    let mut code = if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    let writers: [(&Option<PathBuf>, ReportWriter); 3] = [
+        (&args.json, report::write_json),
+        (&args.junit, report::write_junit),
+        (&args.markdown, report::write_markdown),
+    ];
+    for (path, write) in writers {
+        if let Some(p) = path
+            && let Err(e) = write(report, p)
+        {
+            eprintln!("error: {e}");
+            code = ExitCode::from(2);
+        }
+    }
+    code
+}
+
+/// One report file's writer.
+type ReportWriter = fn(&RunReport, &Path) -> Result<(), report::ReportError>;
+
 /// Ctrl-C, SIGTERM (`systemctl stop`, CI time-outs) and SIGHUP (a closed terminal) all
 /// stop a run alike: the first cancels the in-flight engine calls, the run cleans up
 /// under its own short deadline and reports `interrupted`; its exit code (128 + the
@@ -616,6 +669,7 @@ fn run(args: RunArgs) -> ExitCode {
 async fn watch_signals(
     cancel: tokio_util::sync::CancellationToken,
     code: Arc<std::sync::atomic::AtomicU8>,
+    view: Arc<report::LiveView>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut int, mut term, mut hup) = match (
@@ -640,11 +694,12 @@ async fn watch_signals(
     };
     let (name, n) = next().await;
     code.store(n, std::sync::atomic::Ordering::SeqCst);
-    eprintln!(
+    view.line(&format!(
         "\ninterrupted ({name}): cancelling engine calls, removing this run's containers and stopping private engines (again to exit at once)…"
-    );
+    ));
     cancel.cancel();
     let (again, n) = next().await;
+    view.clear();
     eprintln!(
         "\n{again} again: exiting now without cleaning up. May be left: containers labelled {}={} on the engine, and private engines (their dockerd is sent SIGTERM as this process exits) with their /tmp/cdih-* and cdih-spec-* directories; the next `cdi-harness run` finds and removes them.",
         crate::engine::OWNER_LABEL,

@@ -44,15 +44,14 @@ fn hostname() -> String {
 /// Whether the process `pid` of this machine is gone (no such process; a zombie counts
 /// as gone). A process of another user is alive: kill(2) answers EPERM for it.
 pub fn process_gone(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(target) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return true;
     };
-    if pid <= 0 {
-        return true;
-    }
-    // SAFETY: kill(2) with signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+    // kill(2) with signal 0 only checks whether the process exists.
+    if rustix::process::test_kill_process(target) == Err(rustix::io::Errno::SRCH) {
         return true;
     }
     // It exists (kill succeeded, or EPERM: another user's): gone only if a zombie.

@@ -39,7 +39,7 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, SafeReadErr
     // block either; the descriptor's own metadata is what counts.
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {

@@ -476,30 +476,25 @@ fn indent(out: &mut String, depth: usize) {
 /// A JSON string with insta's escapes: `"` and `\`, the short forms `\b \t \n \f \r`,
 /// every other byte below 0x20 as `\u00xx` (lower-case hex); nothing else.
 fn write_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    push_quoted(out, s, false);
 }
 
 /// A YAML scalar as insta's vendored emitter writes a string: plain unless it needs
-/// quotes (`need_quotes`), then double-quoted with `escape_str`'s escapes.
+/// quotes (`need_quotes`), then double-quoted with `escape_str`'s escapes (JSON's, and
+/// DEL as `\u007f` too).
 fn yaml_scalar(s: &str) -> String {
     if !yaml_needs_quotes(s) {
         return s.to_string();
     }
-    let mut out = String::from("\"");
+    let mut out = String::new();
+    push_quoted(&mut out, s, true);
+    out
+}
+
+/// `s` double-quoted with the escapes insta's JSON and YAML writers share; `del` also
+/// escapes 0x7f (the YAML emitter does, the JSON one does not).
+fn push_quoted(out: &mut String, s: &str, del: bool) {
+    out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -509,14 +504,13 @@ fn yaml_scalar(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\u{c}' => out.push_str("\\f"),
             '\r' => out.push_str("\\r"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+            c if u32::from(c) < 0x20 || (del && c == '\u{7f}') => {
                 out.push_str(&format!("\\u{:04x}", u32::from(c)));
             }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 /// insta's `need_quotes` (its vendored yaml-rust emitter), rule for rule.

@@ -42,6 +42,16 @@ fn engines_lock() -> std::sync::MutexGuard<'static, ()> {
     ENGINES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The start of a case that runs private engines: `None` when it cannot run here (the
+/// cannot-run rule decides), else the lock that keeps such cases apart and a scratch
+/// directory.
+fn engine_case() -> Option<(std::sync::MutexGuard<'static, ()>, tempfile::TempDir)> {
+    if cannot_run(engine_skip_reason()) {
+        return None;
+    }
+    Some((engines_lock(), tempfile::tempdir().expect("tempdir")))
+}
+
 /// A test that cannot run here fails with the reason, unless the user opted out with
 /// `CDI_HARNESS_ALLOW_SKIP=1`. Returns true when the test should stop.
 fn cannot_run(reason: Option<String>) -> bool {
@@ -149,6 +159,30 @@ impl Harness {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `sig` and waits for the exit, which must come within `within` of the signal
+    /// (at most `limit` is waited) with exit code `code`; returns stderr. `what` names
+    /// the case in failure messages.
+    fn signalled_exit(
+        &mut self,
+        sig: libc::c_int,
+        within: Duration,
+        limit: Duration,
+        code: i32,
+        what: &str,
+    ) -> String {
+        let t = Instant::now();
+        self.signal(sig);
+        let status = self.wait(limit);
+        let took = t.elapsed();
+        let err = self.stderr();
+        assert!(
+            took < within,
+            "{what}: exited {took:?} after the signal: {err}"
+        );
+        assert_eq!(status.code(), Some(code), "{what}: {err}");
+        err
     }
 
     fn stderr(&self) -> String {
@@ -696,16 +730,13 @@ fn sockets_that_refuse_hang_up_or_never_answer_say_what_happened() {
         let run = format!("hung{i}");
         let mut h = host_run(w, &run, &silent.uri(), &["--call-timeout", "60"]);
         std::thread::sleep(Duration::from_millis(700));
-        let t = Instant::now();
-        h.signal(sig);
-        let status = h.wait(Duration::from_secs(15));
-        assert!(
-            t.elapsed() < Duration::from_secs(3),
-            "{run}: {:?}",
-            t.elapsed()
+        let err = h.signalled_exit(
+            sig,
+            Duration::from_secs(3),
+            Duration::from_secs(15),
+            code,
+            &run,
         );
-        let err = h.stderr();
-        assert_eq!(status.code(), Some(code), "{run}: {err}");
         assert!(
             err.contains(&format!("interrupted ({name})")),
             "{run}: {err}"
@@ -741,16 +772,13 @@ fn a_hung_engine_is_left_after_a_short_deadline_and_a_second_ctrl_c_exits_at_onc
     // One Ctrl-C: the in-flight calls are cancelled, the cleanup gets its short deadline.
     let mut once = host_run(w, "once", &fake.uri(), &["--call-timeout", "60"]);
     std::thread::sleep(Duration::from_millis(1500));
-    let t = Instant::now();
-    once.signal(libc::SIGINT);
-    let status = once.wait(Duration::from_secs(30));
-    let err = once.stderr();
-    assert!(
-        t.elapsed() < Duration::from_secs(12),
-        "{:?}: {err}",
-        t.elapsed()
+    let err = once.signalled_exit(
+        libc::SIGINT,
+        Duration::from_secs(12),
+        Duration::from_secs(30),
+        130,
+        "once",
     );
-    assert_eq!(status.code(), Some(130), "{err}");
     assert!(
         err.contains("may be left on it; the next run removes them"),
         "{err}"
@@ -762,16 +790,13 @@ fn a_hung_engine_is_left_after_a_short_deadline_and_a_second_ctrl_c_exits_at_onc
     std::thread::sleep(Duration::from_millis(1500));
     twice.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    twice.signal(libc::SIGINT);
-    let status = twice.wait(Duration::from_secs(10));
-    let err = twice.stderr();
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "{:?}: {err}",
-        t.elapsed()
+    let err = twice.signalled_exit(
+        libc::SIGINT,
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+        130,
+        "twice",
     );
-    assert_eq!(status.code(), Some(130), "{err}");
     assert!(
         err.contains("Ctrl-C again: exiting now without cleaning up"),
         "{err}"
@@ -927,11 +952,9 @@ fn reach_in(h: &Harness, scenario: &str, point: Point) -> PathBuf {
 
 #[test]
 fn signals_at_several_points_clean_up_and_report_interrupted() {
-    if cannot_run(engine_skip_reason()) {
+    let Some((_one, work)) = engine_case() else {
         return;
-    }
-    let _one = engines_lock();
-    let work = tempfile::tempdir().expect("tempdir");
+    };
     let w = work.path();
     for (i, (sig, code, label, point)) in [
         (libc::SIGTERM, 143, "SIGTERM", Point::Prepare),
@@ -944,16 +967,13 @@ fn signals_at_several_points_clean_up_and_report_interrupted() {
         let name = format!("sig{i}");
         let mut h = sim_run(w, &name, &[]);
         let dir = reach(&h, point);
-        let t = Instant::now();
-        h.signal(sig);
-        let status = h.wait(Duration::from_secs(30));
-        let err = h.stderr();
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{name} {point:?}: {:?}",
-            t.elapsed()
+        let err = h.signalled_exit(
+            sig,
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+            code,
+            &format!("{name} {point:?}"),
         );
-        assert_eq!(status.code(), Some(code), "{name} {point:?}: {err}");
         assert!(
             err.contains(&format!("interrupted ({label})")),
             "{name}: {err}"
@@ -1013,11 +1033,9 @@ fn signals_at_several_points_clean_up_and_report_interrupted() {
 
 #[test]
 fn a_killed_run_is_cleaned_up_by_the_next_one_which_says_so() {
-    if cannot_run(engine_skip_reason()) {
+    let Some((_one, work)) = engine_case() else {
         return;
-    }
-    let _one = engines_lock();
-    let work = tempfile::tempdir().expect("tempdir");
+    };
     let w = work.path();
     let mut h = sim_run(w, "killed", &[]);
     let dir = reach(&h, Point::Gather);
@@ -1069,11 +1087,9 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_which_says_so() {
 
 #[test]
 fn an_engine_that_dies_during_restart_always_fails_the_run() {
-    if cannot_run(engine_skip_reason()) {
+    let Some((_one, work)) = engine_case() else {
         return;
-    }
-    let _one = engines_lock();
-    let work = tempfile::tempdir().expect("tempdir");
+    };
     let w = work.path();
     // Killed while the device containers run: the run fails with that cause.
     let mut h = sim_run(w, "died-mid", &["--call-timeout", "3"]);
@@ -1145,11 +1161,9 @@ fn an_engine_that_dies_during_restart_always_fails_the_run() {
 
 #[test]
 fn a_stopped_engine_times_out_or_yields_to_ctrl_c_and_is_taken_down() {
-    if cannot_run(engine_skip_reason()) {
+    let Some((_one, work)) = engine_case() else {
         return;
-    }
-    let _one = engines_lock();
-    let work = tempfile::tempdir().expect("tempdir");
+    };
     let w = work.path();
 
     // SIGSTOPped mid-run, then Ctrl-C: out within the short deadline, nothing left.
@@ -1157,16 +1171,13 @@ fn a_stopped_engine_times_out_or_yields_to_ctrl_c_and_is_taken_down() {
     let dir = reach(&h, Point::Gather);
     signal_dockerd(&dir, libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(500));
-    let t = Instant::now();
-    h.signal(libc::SIGINT);
-    let status = h.wait(Duration::from_secs(30));
-    let err = h.stderr();
-    assert!(
-        t.elapsed() < Duration::from_secs(8),
-        "{:?}: {err}",
-        t.elapsed()
+    h.signalled_exit(
+        libc::SIGINT,
+        Duration::from_secs(8),
+        Duration::from_secs(30),
+        130,
+        "stopped-int",
     );
-    assert_eq!(status.code(), Some(130), "{err}");
     assert_eq!(h.report()["interrupted"], true);
     let left = leftovers(&h, Some(&dir));
     assert!(left.is_empty(), "left: {left:?}");
@@ -1191,11 +1202,9 @@ fn a_stopped_engine_times_out_or_yields_to_ctrl_c_and_is_taken_down() {
 
 #[test]
 fn a_spec_rewritten_or_deleted_during_a_run_fails_the_spec_checks() {
-    if cannot_run(engine_skip_reason()) {
+    let Some((_one, work)) = engine_case() else {
         return;
-    }
-    let _one = engines_lock();
-    let work = tempfile::tempdir().expect("tempdir");
+    };
     let w = work.path();
     for (i, (change, check, cause)) in [
         (Some("{ not a spec"), "spec_valid", "spec-invalid"),
@@ -1244,11 +1253,9 @@ fn a_spec_rewritten_or_deleted_during_a_run_fails_the_spec_checks() {
 
 #[test]
 fn host_runs_on_one_engine_signals_and_a_dead_runs_containers() {
-    if cannot_run(engine_skip_reason()) {
+    let Some((_one, work)) = engine_case() else {
         return;
-    }
-    let _one = engines_lock();
-    let work = tempfile::tempdir().expect("tempdir");
+    };
     let w = work.path();
     let rt = cdi_harness::rt::runtime().expect("runtime");
     // One private engine, shared by every case here, as a `host` engine.

@@ -56,6 +56,15 @@ struct FakeFlake {
 }
 
 impl FakeFlake {
+    /// Makes `flake show` list a default package, so that the night builds it.
+    fn with_default_package(&self) {
+        std::fs::write(
+            self.dir.path().join("show.json"),
+            r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
+        )
+        .unwrap();
+    }
+
     fn new() -> FakeFlake {
         let dir = tempfile::tempdir().unwrap();
         let flake = dir.path().join("flake");
@@ -355,11 +364,7 @@ fn nix_gets_feature_flags_and_builds_default_only_when_the_flake_has_one() {
     assert!(log.contains("flake show --json path:"), "{log}");
     assert!(!log.contains(" build "), "{log}");
 
-    std::fs::write(
-        f.dir.path().join("show.json"),
-        r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
-    )
-    .unwrap();
+    f.with_default_package();
     f.next_rev(&"c".repeat(40));
     rt().block_on(nightly::run(&options(&f))).unwrap();
     assert!(f.log().contains("build --no-link path:"), "{}", f.log());
@@ -545,11 +550,7 @@ fn interrupted_reports_give_no_verdict_and_change_nothing() {
 #[test]
 fn a_build_stopped_by_a_signal_is_no_verdict_and_not_a_failed_night() {
     let f = FakeFlake::new();
-    std::fs::write(
-        f.dir.path().join("show.json"),
-        r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
-    )
-    .unwrap();
+    f.with_default_package();
     std::fs::write(f.dir.path().join("interrupt-build"), "").unwrap();
     f.next_rev(&"b".repeat(40));
     let err = rt().block_on(nightly::run(&options(&f))).unwrap_err();
@@ -565,11 +566,7 @@ fn a_build_stopped_by_a_signal_is_no_verdict_and_not_a_failed_night() {
 #[test]
 fn a_failed_build_is_a_recorded_night_with_its_log_tail() {
     let f = FakeFlake::new();
-    std::fs::write(
-        f.dir.path().join("show.json"),
-        r#"{"packages":{"x86_64-linux":{"default":{"type":"derivation"}}}}"#,
-    )
-    .unwrap();
+    f.with_default_package();
     std::fs::write(f.dir.path().join("fail-build"), "").unwrap();
     f.next_rev(&"b".repeat(40));
     let notified = f.dir.path().join("notified");

@@ -366,6 +366,18 @@ async fn private_engine_runs_cdi_containers_and_leaves_nothing() {
     assert!(socket.exists());
     assert!(socket.as_os_str().len() < 108);
     assert!(!processes_with(&marker).is_empty());
+    // A rootful engine keeps its layers and runtime state on memory file systems of its
+    // own (the suite's largest cost on disk): both are there while it runs.
+    for dir in ["data", "exec"] {
+        let at = format!(" {}/{dir} ", root.display());
+        let mounts = mounts_with(&marker);
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.contains(&at) && m.contains(" - tmpfs ")),
+            "{dir} is not on a tmpfs: {mounts:#?}"
+        );
+    }
 
     let gpus = sim_gpus(4);
     let support = root.join("support");

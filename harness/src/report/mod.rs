@@ -109,6 +109,7 @@ pub(super) fn for_path(path: Option<&Path>) -> String {
 mod atomic;
 mod json;
 mod junit;
+mod live;
 mod markdown;
 mod table;
 mod text;
@@ -129,6 +130,7 @@ use text::*;
 pub use atomic::write_bytes_atomically;
 pub use json::{read_json, write_json};
 pub use junit::{junit_string, write_junit};
+pub use live::LiveView;
 pub use markdown::{markdown, write_markdown};
 pub use table::{progress_line, summary_table};
 

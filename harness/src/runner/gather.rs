@@ -81,6 +81,7 @@ pub(super) async fn gather(
         let outcome = if opts.cancel.is_cancelled() {
             checks::RestartOutcome::Error(interrupted("before the restart flow").message)
         } else {
+            opts.enter(&s.name, super::Phase::RestartingEngine);
             restart_always(s, opts, sess).await
         };
         timings.insert("restart_always".into(), t.elapsed());

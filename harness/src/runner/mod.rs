@@ -40,6 +40,41 @@ pub type Progress = Arc<dyn Fn(&CheckResult) + Send + Sync>;
 /// Called with what the run did besides checking (leftovers of dead runs removed).
 pub type Notice = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Called when a scenario starts a new part of its work (a live view of long work).
+pub type PhaseSink = Arc<dyn Fn(&str, Phase) + Send + Sync>;
+
+/// What a scenario is busy with: the events of a live view (nextest's reporter events
+/// are the model), emitted in this order; parts that do not apply are left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Starting its private engine (`sim`) or connecting to the machine's (`host`).
+    Preparing,
+    /// Importing the busybox image into its private engine.
+    ImportingImage,
+    /// Reading the engine and the specs, running the check containers.
+    Checking,
+    /// The `restart_always` flow: a GPU container, the private engine restarted.
+    RestartingEngine,
+    /// Removing its containers, stopping its private engine.
+    CleaningUp,
+    /// Done: every result of the scenario has been reported.
+    Finished,
+}
+
+impl Phase {
+    /// A few words for the live view.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Phase::Preparing => "starting or connecting to its engine",
+            Phase::ImportingImage => "importing the test image",
+            Phase::Checking => "checking (docker info, specs, containers)",
+            Phase::RestartingEngine => "restart_always: restarting the engine",
+            Phase::CleaningUp => "removing its containers, stopping its engine",
+            Phase::Finished => "done",
+        }
+    }
+}
+
 /// The trial of a scenario whose engine could not be prepared (or died during the
 /// run): the failure with its cause, so that it is not filed under a check.
 pub const SETUP_CHECK: &str = "setup";
@@ -95,6 +130,8 @@ pub struct RunOptions {
     pub stand_in_gpus: Option<crate::gpu::Inventory>,
     /// Where notices go (what leftovers of dead runs were removed); `None` drops them.
     pub notice: Option<Notice>,
+    /// Where phase events go (a live view); `None` drops them.
+    pub phase: Option<PhaseSink>,
 }
 
 impl RunOptions {
@@ -117,6 +154,13 @@ impl RunOptions {
             not_applicable: BTreeMap::new(),
             stand_in_gpus: None,
             notice: None,
+            phase: None,
+        }
+    }
+
+    fn enter(&self, scenario: &str, phase: Phase) {
+        if let Some(sink) = &self.phase {
+            sink(scenario, phase);
         }
     }
 
@@ -157,13 +201,19 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
         opts.scenario_concurrency.max(1),
     ));
     let mut set = JoinSet::new();
-    for (i, s) in scenarios.iter().enumerate() {
-        let s = s.clone();
+    // The longest scenarios start first, so that none of them is left to run alone at
+    // the end while the others' slots stand idle (reports keep the scenarios' order).
+    let mut order: Vec<usize> = (0..scenarios.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(expected_length(&scenarios[i], opts)));
+    for i in order {
+        let s = scenarios[i].clone();
         let opts = opts.clone();
         let run_id = run_id.clone();
-        let limit = limit.clone();
+        // Taken here, in that order, rather than inside the task: tasks are not
+        // polled in the order they were spawned.
+        let permit = limit.clone().acquire_owned().await;
         set.spawn(async move {
-            let _permit = limit.acquire_owned().await;
+            let _permit = permit;
             let out = run_one(&s, &opts, &run_id).await;
             (i, out)
         });
@@ -212,6 +262,27 @@ pub async fn run_scenarios(scenarios: &[Scenario], opts: &RunOptions) -> RunRepo
         specs,
         interrupted: opts.cancel.is_cancelled(),
     }
+}
+
+/// A rough rank of how long a scenario takes, for the order in which scenarios start:
+/// an engine restart costs most (`restart_always` on a rootful private engine, where
+/// the GPU container is not declared to fail: else the check skips without one), a
+/// rootless engine's start next, then each GPU's containers.
+fn expected_length(s: &Scenario, opts: &RunOptions) -> (u8, u32) {
+    let sim = opts.backend == BackendKind::Sim;
+    let restarts = sim
+        && !s.facts.rootless_default
+        && opts.selected(&s.name, &CheckId::RestartAlways.name())
+        && s.check_ids().contains(&CheckId::RestartAlways)
+        && s.expected_failure(&CheckId::DeviceAll.name()).is_none();
+    let rank = if restarts {
+        2
+    } else if sim && s.facts.rootless_default {
+        1
+    } else {
+        0
+    };
+    (rank, s.gpus.count)
 }
 
 /// One scenario's results, its engine facts and its normalized spec (for diffs).
@@ -263,54 +334,85 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         return (Vec::new(), None, None);
     }
     if let Some(why) = opts.not_applicable.get(&s.name) {
-        let out: Vec<CheckResult> = ids
-            .iter()
-            .map(|id| {
-                let mut r = result(
-                    s,
-                    &id.name(),
-                    opts.backend,
-                    Verdict::skip(why.clone()),
-                    Duration::ZERO,
-                );
-                r.simulated |= opts.stand_in_gpus.is_some();
-                if let Some(p) = &opts.progress {
-                    p(&r);
-                }
-                r
-            })
-            .collect();
-        return (out, None, None);
+        return (not_applicable(s, opts, &ids, why), None, None);
     }
-    let mut facts = Facts {
-        backend: Some(opts.backend),
-        ..Facts::default()
-    };
-    let mut timings: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut engine_facts = None;
-    let mut spec_value = None;
-    // Why the engine-dependent checks could not run: setup failed or Ctrl-C.
-    let mut blocked: Option<FactError> = None;
-
+    opts.enter(&s.name, Phase::Preparing);
     // Scenarios share the host's engine: each labels (and sweeps) only its own containers.
     let scope = format!("{run_id}.{}", s.name);
     let prep = tokio::select! {
         _ = opts.cancel.cancelled() => Err(interrupted("before the engine was ready")),
         p = prepare(s, opts, &scope) => p,
     };
-    let mut session = match prep {
-        Ok(sess) => Some(sess),
-        Err(e) => {
-            blocked = Some(e);
-            None
-        }
+    let mut run = ScenarioRun {
+        facts: Facts {
+            backend: Some(opts.backend),
+            ..Facts::default()
+        },
+        timings: BTreeMap::new(),
+        engine_facts: None,
+        spec_value: None,
+        blocked: None,
+        died: None,
+        prepared: prep.is_ok(),
     };
+    match prep {
+        Ok(mut sess) => {
+            opts.enter(&s.name, Phase::Checking);
+            run.check_on(s, opts, &ids, &mut sess).await;
+        }
+        Err(e) => run.blocked = Some(e),
+    }
+    let out = run.verdicts(s, opts, &ids);
+    opts.enter(&s.name, Phase::Finished);
+    (out, run.engine_facts, run.spec_value)
+}
 
-    // Set when the private engine died during the run without being asked to restart.
-    let mut died: Option<FactError> = None;
-    if let Some(sess) = session.as_mut() {
+/// Every selected check of a scenario the plan skipped, skipped with the plan's reason.
+fn not_applicable(s: &Scenario, opts: &RunOptions, ids: &[CheckId], why: &str) -> Vec<CheckResult> {
+    ids.iter()
+        .map(|id| {
+            let mut r = result(
+                s,
+                &id.name(),
+                opts.backend,
+                Verdict::skip(why.to_string()),
+                Duration::ZERO,
+            );
+            r.simulated |= opts.stand_in_gpus.is_some();
+            if let Some(p) = &opts.progress {
+                p(&r);
+            }
+            r
+        })
+        .collect()
+}
+
+/// What one scenario's run has gathered and met so far.
+struct ScenarioRun {
+    facts: Facts,
+    timings: BTreeMap<String, Duration>,
+    engine_facts: Option<EngineFacts>,
+    spec_value: Option<serde_json::Value>,
+    /// Why the engine-dependent checks could not run: setup failed or Ctrl-C.
+    blocked: Option<FactError>,
+    /// Set when the private engine died during the run without being asked to restart.
+    died: Option<FactError>,
+    /// Whether the engine was prepared at all.
+    prepared: bool,
+}
+
+impl ScenarioRun {
+    /// Gathers the facts on a prepared engine, then cleans up whatever happened: no
+    /// container of the run survives, and a private engine is stopped.
+    async fn check_on(
+        &mut self,
+        s: &Scenario,
+        opts: &RunOptions,
+        ids: &[CheckId],
+        sess: &mut Session,
+    ) {
         sess.engine = sess.engine.clone().cancelled_by(opts.cancel.clone());
-        engine_facts = Some(EngineFacts {
+        self.engine_facts = Some(EngineFacts {
             version: None,
             api_version: Some(sess.engine.api_version()),
             endpoint: Some(sess.engine.endpoint().uri.clone()),
@@ -319,129 +421,160 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
         // Ctrl-C cancels the engine calls in flight, so the gathering ends at once and
         // what had finished keeps its verdict; only work that does not wind down in
         // time is abandoned, and then every check says it was interrupted.
-        let work = gather(s, opts, sess, &ids, &mut facts, &mut timings);
+        let work = gather(s, opts, sess, ids, &mut self.facts, &mut self.timings);
         let abandon = async {
             opts.cancel.cancelled().await;
             tokio::time::sleep(INTERRUPT_WIND_DOWN).await;
         };
         tokio::select! {
             _ = abandon => {
-                blocked = Some(interrupted("before this check finished"));
+                self.blocked = Some(interrupted("before this check finished"));
             }
             _ = work => {}
         }
-        spec_value = facts
+        self.spec_value = self
+            .facts
             .registry
             .as_ref()
             .and_then(|reg| normalized_spec(s, reg, &sess.redactions));
-        if let (Some(Ok(info)), Some(ef)) = (&facts.info, engine_facts.as_mut()) {
-            ef.version = Some(info.server_version.clone());
-        }
-        if let Some(ef) = engine_facts.as_mut() {
+        if let Some(ef) = self.engine_facts.as_mut() {
+            if let Some(Ok(info)) = &self.facts.info {
+                ef.version = Some(info.server_version.clone());
+            }
             ef.hardware = ef
                 .hardware
                 .take()
-                .or_else(|| host_hardware(facts.gpu.as_ref()));
+                .or_else(|| host_hardware(self.facts.gpu.as_ref()));
         }
-        // The safety net: whatever happened above, no container of this run survives.
-        // After an interruption it runs on calls no interruption cancels, under its own
-        // short deadline (a hung engine must not hold the operator).
+        opts.enter(&s.name, Phase::CleaningUp);
+        self.sweep_containers(s, opts, ids, sess).await;
+        if let Some(private) = sess.private.as_mut() {
+            self.died = stop_private(private, opts.cancel.is_cancelled()).await;
+        }
+    }
+
+    /// The safety net: whatever happened, no container of this run survives. After an
+    /// interruption it runs on calls no interruption cancels, under its own short
+    /// deadline (a hung engine must not hold the operator); an interrupted private
+    /// engine is taken down whole instead (asking a possibly hung engine for its
+    /// containers would only cost the deadline).
+    async fn sweep_containers(
+        &mut self,
+        s: &Scenario,
+        opts: &RunOptions,
+        ids: &[CheckId],
+        sess: &Session,
+    ) {
         let cancelled = opts.cancel.is_cancelled();
+        let wants_leftovers = self.blocked.is_none() && ids.contains(&CheckId::NoLeftovers);
+        if cancelled && sess.private.is_some() {
+            if wants_leftovers {
+                self.facts.leftovers =
+                    Some(Err(interrupted("before the leftovers were looked for")));
+            }
+            return;
+        }
         let cleaner = sess.engine.uncancelled();
         let cleanup = async {
             let left = cleaner.labelled_containers().await;
             for id in left.iter().flatten() {
                 let _ = cleaner.remove(id).await;
             }
-            if blocked.is_none() && ids.contains(&CheckId::NoLeftovers) {
-                facts.leftovers = Some(if cancelled {
-                    Err(interrupted("before the leftovers were looked for"))
-                } else {
-                    left.map_err(FactError::from)
-                });
-            }
+            left
         };
         let deadline = if cancelled {
             INTERRUPT_CLEANUP
         } else {
             opts.timeouts.call * 3
         };
-        // An interrupted private engine is taken down whole (its containers with it):
-        // asking a possibly hung engine for its containers would only cost the deadline.
-        let swept = if cancelled && sess.private.is_some() {
-            drop(cleanup);
-            if blocked.is_none() && ids.contains(&CheckId::NoLeftovers) {
-                facts.leftovers = Some(Err(interrupted("before the leftovers were looked for")));
+        match tokio::time::timeout(deadline, cleanup).await {
+            Ok(left) if wants_leftovers => {
+                self.facts.leftovers = Some(if cancelled {
+                    Err(interrupted("before the leftovers were looked for"))
+                } else {
+                    left.map_err(FactError::from)
+                });
             }
-            Ok(())
-        } else {
-            tokio::time::timeout(deadline, cleanup).await
-        };
-        if swept.is_err() && cancelled {
-            opts.notify(&format!(
+            Ok(_) => {}
+            Err(_) if cancelled => opts.notify(&format!(
                 "{}: the engine did not answer the cleanup within {} s: containers labelled {}={} may be left on it; the next run removes them",
                 s.name,
                 deadline.as_secs(),
                 engine::OWNER_LABEL,
                 engine::owner_value()
-            ));
-        }
-        if let Some(private) = sess.private.as_mut() {
-            // Checked last, so that a death at any point of the run is seen.
-            if let Some(status) = private.engine.died().await {
-                died = Some(FactError::new(
-                    format!(
-                        "the private engine died during the run ({status}) without being asked to restart: the results after its death are not the machine's; its log ends: {}",
-                        private
-                            .engine
-                            .log_tail(5)
-                            .lines()
-                            .collect::<Vec<_>>()
-                            .join(" / ")
-                    ),
-                    Some(Cause::EngineDied),
-                ));
-            }
-            if cancelled {
-                private.stop_within(INTERRUPT_STOP_GRACE).await;
-            } else {
-                private.stop().await;
-            }
+            )),
+            Err(_) => {}
         }
     }
 
-    // When the engine could not be prepared at all (or died under the run), the
-    // `setup` result carries the whole reason and its cause, and the checks that could
-    // not run point at it, so the summary says it once and no check is blamed for it.
-    let mut out = Vec::new();
-    let setup_failure = match (&blocked, &died) {
-        (Some(why), _) if session.is_none() && why.cause != Some(Cause::Interrupted) => {
-            Some(why.clone())
-        }
-        (_, Some(why)) => Some(why.clone()),
-        _ => None,
-    };
-    if let Some(why) = &setup_failure {
-        let fix = match why.cause {
-            Some(Cause::EngineDied) => Some("the private engine is the harness's own: run again; if it keeps dying, its log (above) says why".to_string()),
-            _ => None,
+    /// The results: a `setup` failure when the engine could not be prepared (or died
+    /// under the run), then each check's verdict, judged against the scenario's declared
+    /// failures on `sim`; each is reported as soon as it is known.
+    fn verdicts(&self, s: &Scenario, opts: &RunOptions, ids: &[CheckId]) -> Vec<CheckResult> {
+        let report = |r: CheckResult| {
+            if let Some(p) = &opts.progress {
+                p(&r);
+            }
+            r
         };
-        let r = result(
+        let mut out: Vec<CheckResult> = self
+            .setup_failure(s, opts)
+            .into_iter()
+            .map(report)
+            .collect();
+        for id in ids {
+            let t = Instant::now();
+            let verdict = self.verdict(s, id);
+            let name = id.name();
+            let took = self
+                .timings
+                .get(name.as_str())
+                .copied()
+                .unwrap_or_else(|| t.elapsed());
+            let mut r = result(s, &name, opts.backend, verdict, took);
+            r.simulated |= opts.stand_in_gpus.is_some();
+            if r.evidence.is_none() {
+                r.evidence = Some(checks::entry(id).evidence_on(opts.backend));
+            }
+            // On `sim` the scenario's broken machine is what was built, so its declared
+            // failures are judged here; on `host` the verdicts stand as the machine
+            // gives them (`report judge` applies the same rules to a host report).
+            if opts.backend == BackendKind::Sim
+                && let Some(expected) = s.expected_failure(&name)
+            {
+                checks::expect::apply(expected, &mut r);
+            }
+            out.push(report(r));
+        }
+        out
+    }
+
+    /// When the engine could not be prepared at all (or died under the run), the `setup`
+    /// result carries the whole reason and its cause, and the checks that could not run
+    /// point at it, so the summary says it once and no check is blamed for it.
+    fn setup_failure(&self, s: &Scenario, opts: &RunOptions) -> Option<CheckResult> {
+        let why = match (&self.blocked, &self.died) {
+            (Some(why), _) if !self.prepared && why.cause != Some(Cause::Interrupted) => why,
+            (_, Some(why)) => why,
+            _ => return None,
+        };
+        let fix = (why.cause == Some(Cause::EngineDied)).then(|| {
+            "the private engine is the harness's own: run again; if it keeps dying, its log (above) says why".to_string()
+        });
+        Some(result(
             s,
             SETUP_CHECK,
             opts.backend,
             Verdict::fail(why.message.clone(), fix).because_of(why.cause),
             Duration::ZERO,
-        );
-        if let Some(p) = &opts.progress {
-            p(&r);
-        }
-        out.push(r);
+        ))
     }
-    for id in &ids {
-        let t = Instant::now();
-        let verdict = match &blocked {
-            Some(why) if session.is_none() && *id != CheckId::MachineConfig => {
+
+    /// One check's verdict: evaluated on the gathered facts, unless the engine was not
+    /// there for it (then it fails pointing at the reason).
+    fn verdict(&self, s: &Scenario, id: &CheckId) -> Verdict {
+        match &self.blocked {
+            Some(why) if !self.prepared && *id != CheckId::MachineConfig => {
                 if why.cause == Some(Cause::Interrupted) {
                     Verdict::fail(why.message.clone(), None).because_of(why.cause)
                 } else {
@@ -460,43 +593,44 @@ async fn run_one(s: &Scenario, opts: &RunOptions, run_id: &str) -> ScenarioOutpu
             }
             _ => {
                 let eval = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    checks::evaluate(s, &facts, id)
+                    checks::evaluate(s, &self.facts, id)
                 }));
-                match eval {
-                    Ok(v) => v,
-                    Err(_) => Verdict::fail(
+                eval.unwrap_or_else(|_| {
+                    Verdict::fail(
                         format!("the check `{id}` panicked (a harness bug: please report it)"),
                         None,
                     )
-                    .because(Cause::HarnessBug),
-                }
-            }
-        };
-        let name = id.name();
-        let took = timings
-            .get(name.as_str())
-            .copied()
-            .unwrap_or_else(|| t.elapsed());
-        let mut r = result(s, &name, opts.backend, verdict, took);
-        r.simulated |= opts.stand_in_gpus.is_some();
-        if r.evidence.is_none() {
-            r.evidence = Some(checks::entry(id).evidence_on(opts.backend));
-        }
-        // On `sim` the scenario's broken machine is what was built, so its declared
-        // failures are judged here; on `host` the verdicts stand as the machine gives
-        // them (`report judge` applies the same rules to a host report).
-        if opts.backend == BackendKind::Sim {
-            if let Some(expected) = s.expected_failure(&name) {
-                checks::expect::apply(expected, &mut r);
+                    .because(Cause::HarnessBug)
+                })
             }
         }
-        if let Some(p) = &opts.progress {
-            p(&r);
-        }
-        out.push(r);
     }
-    drop(session);
-    (out, engine_facts, spec_value)
+}
+
+/// Stops a private engine (with a short grace after an interruption); first, whether
+/// it died during the run without being asked to restart (checked last, so that a
+/// death at any point of the run is seen): that failure, with its log's last lines.
+async fn stop_private(private: &mut SimEnvironment, cancelled: bool) -> Option<FactError> {
+    let died = private.engine.died().await.map(|status| {
+        FactError::new(
+            format!(
+                "the private engine died during the run ({status}) without being asked to restart: the results after its death are not the machine's; its log ends: {}",
+                private
+                    .engine
+                    .log_tail(5)
+                    .lines()
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+            Some(Cause::EngineDied),
+        )
+    });
+    if cancelled {
+        private.stop_within(INTERRUPT_STOP_GRACE).await;
+    } else {
+        private.stop().await;
+    }
+    died
 }
 
 /// The reason (and cause) of checks that Ctrl-C stopped.

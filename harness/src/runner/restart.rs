@@ -15,6 +15,10 @@ const RESTART_BACK_WITHIN: Duration = Duration::from_secs(20);
 /// The test container's stop timeout, so the engine's shutdown does not wait 10 s for
 /// a PID 1 that ignores SIGTERM.
 const RESTART_STOP_TIMEOUT_S: i64 = 1;
+/// The line the test container prints after a complete `nvidia-smi -L` listing: the log
+/// is read while the container runs, and a listing read before it is written whole
+/// would be compared with the next one as if GPUs had gone or come.
+const LISTED: &str = "cdi-harness: listed";
 
 /// The `restart_always` flow on `sim` (moby#49989): a labelled `--restart always
 /// --device nvidia.com/gpu=all` container that lists the GPUs and sleeps, the private
@@ -36,10 +40,15 @@ pub(super) async fn restart_always(
     }
     let req = RunRequest {
         image: sess.image.clone(),
-        command: ["/bin/sh", "-c", "nvidia-smi -L && sleep 600"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect(),
+        // PID 1 ignores SIGTERM unless it traps it: without the trap, the engine's
+        // shutdown waited out the stop timeout (1 s) before killing it.
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!(
+                "trap 'exit 0' TERM; {{ nvidia-smi -L && echo '{LISTED}' && sleep 600; }} & wait"
+            ),
+        ],
         cdi_devices: vec!["nvidia.com/gpu=all".into()],
         gpus: None,
         runtime: None,
@@ -69,8 +78,8 @@ async fn restart_and_await(
     t0: Instant,
 ) -> checks::RestartOutcome {
     use checks::RestartOutcome as R;
-    let before = match await_listing(&sess.engine, id, 0, 1, opts.timeouts.call).await {
-        Listing::Seen(gpus, log) => (gpus, log.lines().count()),
+    let before = match await_listing(&sess.engine, id, 0, opts.timeouts.call).await {
+        Listing::Seen { gpus, lines } => (gpus, lines),
         Listing::Timeout { state, log, waited } => {
             return R::FirstStartFailed(format!(
                 "not running with an nvidia-smi -L listing within {waited:.1?}: state {}, exit code {}{}; log: {}",
@@ -112,49 +121,27 @@ async fn restart_and_await(
         Err(e) => return R::Error(format!("reconnecting after the engine restart: {e}")),
     }
     let t2 = Instant::now();
-    match await_listing(
-        &sess.engine,
-        id,
-        before_lines,
-        before.len(),
-        RESTART_BACK_WITHIN,
-    )
-    .await
-    {
-        Listing::Seen(after, _) => R::Back {
+    match await_listing(&sess.engine, id, before_lines, RESTART_BACK_WITHIN).await {
+        Listing::Seen { gpus, .. } => R::Back {
             before,
-            after,
+            after: gpus,
             first_start,
             engine_restart,
             back_after: t2.elapsed(),
         },
-        Listing::Timeout { state, log, waited } => {
-            let new: String = log
-                .lines()
-                .skip(before_lines)
-                .collect::<Vec<_>>()
-                .join("\n");
-            let after = crate::smi::parse_nvidia_smi_list(&new);
-            if state.running && !after.is_empty() {
-                R::Back {
-                    before,
-                    after,
-                    first_start,
-                    engine_restart,
-                    back_after: waited,
-                }
-            } else {
-                R::NotBack { waited, state, log }
-            }
-        }
+        Listing::Timeout { state, log, waited } => R::NotBack { waited, state, log },
         Listing::Engine(e) => R::Error(e),
     }
 }
 
 /// How waiting for a container's `nvidia-smi -L` listing ended.
 enum Listing {
-    /// Running, and its log after the first `skip` lines lists at least `want` GPUs.
-    Seen(Vec<crate::smi::ListedGpu>, String),
+    /// Running, and its log after the first `skip` lines holds a whole listing (ended
+    /// by [`LISTED`]): its GPUs, and how many lines of the log it took up to its end.
+    Seen {
+        gpus: Vec<crate::smi::ListedGpu>,
+        lines: usize,
+    },
     /// Not so within the limit: its last state and log.
     Timeout {
         state: engine::ContainerStateFacts,
@@ -166,15 +153,9 @@ enum Listing {
 }
 
 /// Polls the container's state and log until it runs and its log, past its first
-/// `skip` lines (an earlier run's output), lists at least `want` GPUs; bounded by
-/// `limit`. Engine errors are retried until then.
-async fn await_listing(
-    engine: &Engine,
-    id: &str,
-    skip: usize,
-    want: usize,
-    limit: Duration,
-) -> Listing {
+/// `skip` lines (an earlier run's output), holds a whole listing; bounded by `limit`.
+/// Engine errors are retried until then.
+async fn await_listing(engine: &Engine, id: &str, skip: usize, limit: Duration) -> Listing {
     let start = Instant::now();
     let mut last: Option<(engine::ContainerStateFacts, String)> = None;
     let mut last_error = String::new();
@@ -182,10 +163,10 @@ async fn await_listing(
         match engine.container_state(id).await {
             Ok(state) => {
                 let log = engine.container_logs(id).await.unwrap_or_default();
-                let new: String = log.lines().skip(skip).collect::<Vec<_>>().join("\n");
-                let gpus = crate::smi::parse_nvidia_smi_list(&new);
-                if state.running && gpus.len() >= want.max(1) {
-                    return Listing::Seen(gpus, log);
+                if state.running
+                    && let Some((gpus, lines)) = whole_listing(&log, skip)
+                {
+                    return Listing::Seen { gpus, lines };
                 }
                 last = Some((state, log));
             }
@@ -206,5 +187,48 @@ async fn await_listing(
             };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The GPUs of the first whole listing in `log` past its first `skip` lines, and the
+/// number of lines up to and including its [`LISTED`] line; `None` until that line is
+/// there.
+fn whole_listing(log: &str, skip: usize) -> Option<(Vec<crate::smi::ListedGpu>, usize)> {
+    let lines: Vec<&str> = log.lines().collect();
+    let end = skip + lines.get(skip..)?.iter().position(|l| l.trim() == LISTED)?;
+    let gpus = crate::smi::parse_nvidia_smi_list(&lines[skip..end].join("\n"));
+    Some((gpus, end + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GPU0: &str =
+        "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-951bb44b-3cdc-ed41-87ae-69b7f66199ac)";
+    const GPU1: &str =
+        "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-79e3cff3-f533-b5ad-13ba-50463eba7efc)";
+
+    #[test]
+    fn a_listing_counts_only_once_it_is_whole() {
+        // Read while nvidia-smi was still writing: not a listing yet.
+        assert!(whole_listing(&format!("{GPU0}\n"), 0).is_none());
+        let first = format!("{GPU0}\n{GPU1}\n{LISTED}\n");
+        let (gpus, lines) = whole_listing(&first, 0).unwrap();
+        assert_eq!((gpus.len(), lines), (2, 3));
+        // After the restart: the earlier run's lines are skipped, and the new run's
+        // listing counts only once its end is written.
+        let partial = format!("{first}{GPU0}\n");
+        assert!(whole_listing(&partial, lines).is_none());
+        let (again, total) = whole_listing(&format!("{partial}{GPU1}\n{LISTED}\n"), lines).unwrap();
+        assert_eq!((again.len(), total), (2, 6));
+        assert_eq!(again[1].uuid, gpus[1].uuid);
+    }
+
+    #[test]
+    fn a_failed_listing_never_counts() {
+        let log = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n";
+        assert!(whole_listing(log, 0).is_none());
+        assert!(whole_listing("", 5).is_none());
     }
 }

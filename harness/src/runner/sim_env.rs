@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{RunOptions, SIM_IMAGE, Session};
+use super::{Phase, RunOptions, SIM_IMAGE, Session};
 use crate::checks::FactError;
 use crate::engine::{self, Endpoint, Engine, Timeouts};
 use crate::outcome::{BackendKind, Cause, GpuRecord, HardwareFacts};
@@ -83,6 +83,16 @@ pub async fn start_sim(
     dockerd: Option<PathBuf>,
     timeouts: Timeouts,
 ) -> Result<SimEnvironment, String> {
+    start_sim_reporting(s, dockerd, timeouts, &|_| {}).await
+}
+
+/// [`start_sim`], telling `on_phase` when the image import begins (the live view).
+async fn start_sim_reporting(
+    s: &Scenario,
+    dockerd: Option<PathBuf>,
+    timeouts: Timeouts,
+    on_phase: &(dyn Fn(Phase) + Send + Sync),
+) -> Result<SimEnvironment, String> {
     // The owner's pid in the name lets a later run sweep it once its owner is gone.
     let scratch = tempfile::Builder::new()
         .prefix(&format!("{SPEC_DIR_PREFIX}{}-", std::process::id()))
@@ -136,6 +146,7 @@ pub async fn start_sim(
     let engine = sim::PrivateEngine::start(engine_opts)
         .await
         .map_err(|e| e.to_string())?;
+    on_phase(Phase::ImportingImage);
     let client = engine.client().await.map_err(|e| e.to_string())?;
     let tar = sim::busybox_rootfs_tar().map_err(|e| e.to_string())?;
     sim::import_image(&client, SIM_IMAGE, tar, timeouts.call)
@@ -167,7 +178,8 @@ pub(super) async fn prepare_sim(
     opts: &RunOptions,
     run_id: &str,
 ) -> Result<Session, FactError> {
-    let mut env = start_sim(s, opts.dockerd.clone(), opts.timeouts)
+    let on_phase = |p: Phase| opts.enter(&s.name, p);
+    let mut env = start_sim_reporting(s, opts.dockerd.clone(), opts.timeouts, &on_phase)
         .await
         .map_err(|e| FactError::new(e, Some(Cause::EngineUnreachable)))?;
     let endpoint = Endpoint::unix(env.engine.socket_path(), engine::PRIVATE_ENGINE_SOURCE);

@@ -231,6 +231,13 @@ mod tests {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// [`run_smi`] in a container that was given every GPU's node and `nvidiactl`.
+    fn smi_with_all_nodes(gpus: &[SimGpu], args: &[&str]) -> Option<Output> {
+        let nodes = nodes_for(gpus);
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        run_smi(&fixture(gpus, &nodes), args)
+    }
+
     fn nodes_for(gpus: &[SimGpu]) -> Vec<String> {
         let mut v: Vec<String> = gpus.iter().map(|g| format!("nvidia{}", g.index)).collect();
         v.push("nvidiactl".into());
@@ -273,10 +280,7 @@ mod tests {
     #[test]
     fn list_one_gpu_in_real_format() {
         let gpus = sim_gpus(1);
-        let nodes = nodes_for(&gpus);
-        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        let fx = fixture(&gpus, &nodes);
-        let Some(out) = run_smi(&fx, &["-L"]) else {
+        let Some(out) = smi_with_all_nodes(&gpus, &["-L"]) else {
             return;
         };
         assert_eq!(out.status.code(), Some(0));
@@ -290,10 +294,7 @@ mod tests {
     #[test]
     fn list_four_gpus_in_minor_order() {
         let gpus = sim_gpus(4);
-        let nodes = nodes_for(&gpus);
-        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        let fx = fixture(&gpus, &nodes);
-        let Some(out) = run_smi(&fx, &["-L"]) else {
+        let Some(out) = smi_with_all_nodes(&gpus, &["-L"]) else {
             return;
         };
         assert_eq!(out.status.code(), Some(0));
@@ -368,10 +369,7 @@ mod tests {
     #[test]
     fn table_resembles_the_real_one() {
         let gpus = sim_gpus(2);
-        let nodes = nodes_for(&gpus);
-        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        let fx = fixture(&gpus, &nodes);
-        let Some(out) = run_smi(&fx, &[]) else {
+        let Some(out) = smi_with_all_nodes(&gpus, &[]) else {
             return;
         };
         assert_eq!(out.status.code(), Some(0));
@@ -400,23 +398,25 @@ mod tests {
     #[test]
     fn query_uuid_csv_noheader() {
         let gpus = sim_gpus(3);
-        let nodes = nodes_for(&gpus);
-        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-        let fx = fixture(&gpus, &nodes);
-        let Some(out) = run_smi(&fx, &["--query-gpu=uuid", "--format=csv,noheader"]) else {
+        let Some(out) = smi_with_all_nodes(&gpus, &["--query-gpu=uuid", "--format=csv,noheader"])
+        else {
             return;
         };
         assert_eq!(out.status.code(), Some(0));
         let want: String = gpus.iter().map(|g| format!("{}\n", g.uuid)).collect();
         assert_eq!(stdout(&out), want);
 
-        let out = run_smi(&fx, &["--query-gpu=index,name,pci.bus_id", "--format=csv"]).unwrap();
+        let out = smi_with_all_nodes(
+            &gpus,
+            &["--query-gpu=index,name,pci.bus_id", "--format=csv"],
+        )
+        .unwrap();
         assert_eq!(stdout(&out).lines().next(), Some("index, name, pci.bus_id"));
         assert_eq!(
             stdout(&out).lines().nth(1),
             Some("0, NVIDIA H100 80GB HBM3, 00000000:18:00.0")
         );
-        let out = run_smi(&fx, &["--query-gpu=bogus", "--format=csv"]).unwrap();
+        let out = smi_with_all_nodes(&gpus, &["--query-gpu=bogus", "--format=csv"]).unwrap();
         assert_eq!(out.status.code(), Some(2));
     }
 

@@ -127,7 +127,7 @@ pub(crate) struct Plan {
     /// The engine's `dockerd-rootless.sh`: the program the harness starts.
     pub script: PathBuf,
     /// `st_rdev` of the host's `/dev/net/tun`, for the private node (root only).
-    pub tun_rdev: Option<libc::dev_t>,
+    pub tun_rdev: Option<rustix::fs::Dev>,
     /// Validated device node paths.
     pub device_nodes: Vec<String>,
     /// PATH for rootlesskit and everything below it.
@@ -216,7 +216,7 @@ fn missing_tool(tool: &str, path: String) -> SimError {
 
 /// The host's tun device number when a root harness will give the engine a private
 /// node; for a non-root harness, checks that the user can open `/dev/net/tun` itself.
-fn check_tun(switch_user: bool) -> Result<Option<libc::dev_t>, SimError> {
+fn check_tun(switch_user: bool) -> Result<Option<rustix::fs::Dev>, SimError> {
     use std::os::unix::fs::FileTypeExt as _;
     use std::os::unix::fs::MetadataExt as _;
     let meta = match std::fs::metadata(TUN) {
@@ -233,7 +233,7 @@ fn check_tun(switch_user: bool) -> Result<Option<libc::dev_t>, SimError> {
         }
     };
     if switch_user {
-        return Ok(Some(meta.rdev() as libc::dev_t));
+        return Ok(Some(meta.rdev() as rustix::fs::Dev));
     }
     // access(2): checked with the real ids, as the engine's user will open it.
     let usable = rustix::fs::access(
@@ -454,69 +454,58 @@ pub(crate) struct ChildSetup {
     tmpfs: std::ffi::CString,
     tmpfs_options: std::ffi::CString,
     slash: std::ffi::CString,
-    rdev: libc::dev_t,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
+    rdev: rustix::fs::Dev,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
 }
 
 impl ChildSetup {
     /// Runs in the forked child, before exec: only async-signal-safe system calls.
-    ///
-    /// Kept on `libc` rather than rustix: rustix's `set_thread_uid`/`set_thread_gid`/
-    /// `set_thread_groups` are per-thread raw system calls that on purpose differ from
-    /// POSIX `setuid(3)` and friends, and its `unshare` for `CLONE_NEWNS` is
-    /// `unshare_unsafe`; the block would stay `unsafe` and read less plainly.
+    /// nix's wrappers make them directly: its paths here are `CStr`s (no allocation),
+    /// and its `setuid`/`setgid`/`setgroups` are the POSIX calls (rustix's per-thread
+    /// raw ones on purpose are not).
     ///
     /// # Safety
     /// Call only between fork and exec (from `pre_exec`): it changes the calling
     /// process's mount namespace and credentials for good.
     pub unsafe fn apply(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| {
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        };
-        let null = std::ptr::null::<libc::c_char>();
-        // SAFETY (all calls below): plain system calls with NUL-terminated strings that
-        // live in `self` for the whole call, or null where the call allows it.
-        unsafe {
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            // Receive the host's mounts, send none back.
-            check(libc::mount(
-                null,
-                self.slash.as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_SLAVE,
-                std::ptr::null(),
-            ))?;
-            // A tmpfs of our own: the engine's directory may be on a nodev mount.
-            check(libc::mount(
-                self.tmpfs.as_ptr(),
-                self.tun_dir.as_ptr(),
-                self.tmpfs.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NOEXEC,
-                self.tmpfs_options.as_ptr().cast(),
-            ))?;
-            check(libc::mknod(
-                self.tun_node.as_ptr(),
-                libc::S_IFCHR | 0o600,
-                self.rdev,
-            ))?;
-            check(libc::chown(self.tun_node.as_ptr(), self.uid, self.gid))?;
-            check(libc::mount(
-                self.tun_node.as_ptr(),
-                self.tun.as_ptr(),
-                null,
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-            // What `setpriv --reuid --regid --clear-groups` does.
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setgid(self.gid))?;
-            check(libc::setuid(self.uid))?;
-        }
+        use nix::mount::{MsFlags, mount};
+        let none = None::<&std::ffi::CStr>;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+        // Receive the host's mounts, send none back.
+        mount(
+            none,
+            self.slash.as_c_str(),
+            none,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            none,
+        )?;
+        // A tmpfs of our own: the engine's directory may be on a nodev mount.
+        mount(
+            Some(self.tmpfs.as_c_str()),
+            self.tun_dir.as_c_str(),
+            Some(self.tmpfs.as_c_str()),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(self.tmpfs_options.as_c_str()),
+        )?;
+        nix::sys::stat::mknod(
+            self.tun_node.as_c_str(),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            self.rdev,
+        )?;
+        nix::unistd::chown(self.tun_node.as_c_str(), Some(self.uid), Some(self.gid))?;
+        mount(
+            Some(self.tun_node.as_c_str()),
+            self.tun.as_c_str(),
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )?;
+        // What `setpriv --reuid --regid --clear-groups` does.
+        nix::unistd::setgroups(&[])?;
+        nix::unistd::setgid(self.gid)?;
+        nix::unistd::setuid(self.uid)?;
         Ok(())
     }
 }
@@ -544,8 +533,8 @@ impl Plan {
             tmpfs_options: c("mode=0755,size=64k".as_ref())?,
             slash: c("/".as_ref())?,
             rdev,
-            uid: self.account.uid,
-            gid: self.account.gid,
+            uid: nix::unistd::Uid::from_raw(self.account.uid),
+            gid: nix::unistd::Gid::from_raw(self.account.gid),
         }))
     }
 
@@ -806,63 +795,26 @@ pub(crate) fn rootless_start_hint(cause: &str) -> Option<String> {
     Some(hint.to_string())
 }
 
-/// The password database entry for `name`.
-///
-/// Kept on `libc`'s `getpw*_r`: rustix has no password-database lookup (it goes
-/// through glibc's NSS, which only libc reaches); nix's `User::from_name` wraps the
-/// same calls and was not added in this change.
+/// The password database entry for `name` (nix's `User`: glibc's `getpwnam_r`, so
+/// NSS sources such as LDAP or systemd's dynamic users are seen too).
 pub(crate) fn lookup_user(name: &str) -> Option<Account> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    getpw(|pwd, buf, len, result| {
-        // SAFETY: every pointer is valid for the call: `cname` is NUL-terminated, `pwd`
-        // and `result` point to live locals, `buf` to `len` writable bytes.
-        unsafe { libc::getpwnam_r(cname.as_ptr(), pwd, buf, len, result) }
-    })
+    account(nix::unistd::User::from_name(name))
 }
 
 /// The password database entry for `uid`.
 pub(crate) fn lookup_uid(uid: u32) -> Option<Account> {
-    getpw(|pwd, buf, len, result| {
-        // SAFETY: as in `lookup_user`: all pointers are valid for the call.
-        unsafe { libc::getpwuid_r(uid, pwd, buf, len, result) }
-    })
+    account(nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)))
 }
 
-/// Runs a `getpw*_r` call with a buffer that grows on ERANGE.
-fn getpw<F>(call: F) -> Option<Account>
-where
-    F: Fn(
-        *mut libc::passwd,
-        *mut libc::c_char,
-        libc::size_t,
-        *mut *mut libc::passwd,
-    ) -> libc::c_int,
-{
-    let mut size = 4096usize;
-    loop {
-        let mut buf = vec![0 as libc::c_char; size];
-        // SAFETY: passwd is a plain C struct; all-zero is a valid (empty) value.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = call(&mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
-        if rc == libc::ERANGE && size < (1 << 20) {
-            size *= 4;
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`,
-        // which is still alive here.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned();
-        return Some(Account {
-            name,
-            uid: pwd.pw_uid,
-            gid: pwd.pw_gid,
-        });
-    }
+/// An entry found (a lookup error counts as not found: the caller says which user it
+/// looked for and how to create it).
+fn account(found: nix::Result<Option<nix::unistd::User>>) -> Option<Account> {
+    let user = found.ok().flatten()?;
+    Some(Account {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    })
 }
 
 #[cfg(test)]

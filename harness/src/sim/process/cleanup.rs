@@ -33,10 +33,10 @@ const ENGINE_COMMS: [&str; 7] = [
 
 #[derive(Debug, Clone)]
 pub(super) struct ProcInfo {
-    pid: i32,
-    ppid: i32,
-    zombie: bool,
-    comm: String,
+    pub(super) pid: i32,
+    pub(super) ppid: i32,
+    pub(super) zombie: bool,
+    pub(super) comm: String,
     cmdline: String,
     /// Start time in clock ticks since boot: with the pid, names a process for good.
     start: u64,
@@ -86,7 +86,7 @@ pub(super) fn process_tree(pid: u32) -> Vec<(i32, u64)> {
 }
 
 /// Every process procfs can read now; empty if `/proc` itself cannot be read.
-fn all_procs() -> Vec<ProcInfo> {
+pub(super) fn all_procs() -> Vec<ProcInfo> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
@@ -285,8 +285,10 @@ fn owner_gone(dir: &Path) -> bool {
 /// Removes `/tmp/cdih-*` directories that harness runs killed outright (SIGKILL, OOM)
 /// left behind: their dockerd died with them (`PR_SET_PDEATHSIG`) but nobody removed
 /// the directory. Only directories whose owner process is gone (their `owner` file) or,
-/// for those without one, untouched for 10 minutes, with no live process of their
-/// engine and nothing mounted under them, are removed. Called by
+/// for those without one, untouched for 10 minutes, and with no live process of their
+/// engine, are removed: what is still mounted under them (the memory file systems of a
+/// rootful engine's state, a container's layers) is unmounted first, since nothing of
+/// that engine uses it any more. Called by
 /// [`PrivateEngine::start`](super::PrivateEngine::start); returns what it removed.
 pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -318,11 +320,13 @@ pub fn remove_stale_engine_dirs() -> Vec<PathBuf> {
         let old_enough = newest
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= STALE_AGE);
-        if (old_enough || owner_gone(&path))
-            && engine_processes(&name).is_empty()
-            && mounts_under(&path).is_empty()
-            && std::fs::remove_dir_all(&path).is_ok()
-        {
+        if !(old_enough || owner_gone(&path)) || !engine_processes(&name).is_empty() {
+            continue;
+        }
+        for m in mounts_under(&path) {
+            let _ = umount_detach(&m);
+        }
+        if mounts_under(&path).is_empty() && std::fs::remove_dir_all(&path).is_ok() {
             removed.push(path);
         }
     }

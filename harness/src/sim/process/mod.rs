@@ -20,6 +20,7 @@
 //! failed start `diagnosis`'s; what is left behind after it stops is [`cleanup`]'s.
 
 mod cleanup;
+mod shutdown;
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -191,6 +192,9 @@ impl PrivateEngine {
             None => None,
         };
         let state_dir = layout.as_ref().map_or(root.clone(), |l| l.xdg.clone());
+        if plan.is_none() {
+            on_memory(&state_dir);
+        }
         let socket = match &layout {
             Some(l) => l.xdg.join("docker.sock"),
             None => root.join("d.sock"),
@@ -465,15 +469,15 @@ impl PrivateEngine {
         }
         if let Some(child) = self.child.as_mut() {
             if let Ok(None) = child.try_wait() {
+                let log_from = std::fs::metadata(&relaunch.log_path).map_or(0, |m| m.len());
                 if let Some(pid) = child.id() {
                     self.earlier_trees.extend(process_tree(pid));
                     // Our own, not yet reaped, child: the pid is still its.
                     send(pid, Signal::TERM);
                 }
-                if tokio::time::timeout(STOP_GRACE, child.wait())
-                    .await
-                    .is_err()
-                {
+                let exited =
+                    shutdown::await_exit(child, &relaunch.log_path, log_from, STOP_GRACE).await;
+                if !exited {
                     kill_group(child);
                     let _ = child.start_kill();
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -618,11 +622,13 @@ impl PrivateEngine {
             if let Some(pid) = child.id() {
                 tree = process_tree(pid);
             }
+            let log = self.root.join("dockerd.log");
+            let log_from = std::fs::metadata(&log).map_or(0, |m| m.len());
             if let Some(pid) = child.id() {
                 // Our own, not yet reaped, child: the pid is still its.
                 send(pid, Signal::TERM);
             }
-            if tokio::time::timeout(grace, child.wait()).await.is_err() {
+            if !shutdown::await_exit(&mut child, &log, log_from, grace).await {
                 kill_group(&child);
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -699,14 +705,44 @@ fn die_with_parent(parent: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Removes the temp dir if `start` fails before the engine owns it.
+/// Removes the temp dir (and unmounts what [`on_memory`] mounted in it) if `start`
+/// fails before the engine owns it.
 struct RootGuard(Option<PathBuf>);
 
 impl Drop for RootGuard {
     fn drop(&mut self) {
         if let Some(root) = self.0.take() {
-            let _ = std::fs::remove_dir_all(root);
+            let _ = cleanup(&root, "", None, &[]);
         }
+    }
+}
+
+/// The size limit of each memory file system of a rootful engine: the busybox image
+/// and the checks' containers take a few MB; a container that writes more than this
+/// gets ENOSPC instead of filling the machine's memory.
+const STATE_TMPFS_OPTIONS: &std::ffi::CStr = c"size=1g,mode=0755";
+
+/// Puts a rootful engine's data root and exec root (`<state>/data`, `<state>/exec`) on
+/// memory file systems (tmpfs), as a real engine's exec root (`/run/docker`) is.
+/// Why: the busybox import (hundreds of links per engine), every container's layers
+/// and containerd's synced database were the suite's largest CPU cost on disk (a
+/// quarter of it was ext4 allocating inodes, measured with `perf`), and nothing the
+/// checks compare depends on where the engine keeps its layers. Best effort: where
+/// mounting is refused (no CAP_SYS_ADMIN), the engine keeps its state on disk, only
+/// slower. Unmounted by [`cleanup`] with everything else under the engine's directory.
+fn on_memory(state_dir: &Path) {
+    for name in ["data", "exec"] {
+        let dir = state_dir.join(name);
+        if std::fs::create_dir(&dir).is_err() {
+            continue;
+        }
+        let _ = rustix::mount::mount(
+            "cdi-harness",
+            &dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            Some(STATE_TMPFS_OPTIONS),
+        );
     }
 }
 

@@ -1,0 +1,131 @@
+//! Waiting for a SIGTERMed dockerd to exit, without its idle last second.
+//!
+//! Why a module of its own: dockerd stops the containerd it manages by sending it
+//! SIGTERM and then polling once a second whether it is gone (moby's
+//! `libcontainerd/supervisor` `stopDaemon`: `process.Alive`, then `time.Sleep(time.
+//! Second)`), so every stop and restart of a private engine ended with a second in which
+//! nothing was left to do: measured here, 1.0 s of each engine's stop and of each
+//! `restart_always` restart. Once dockerd has logged that its shutdown is complete and
+//! its containerd has exited, dockerd is only sleeping out that poll, and is killed.
+//! Nothing it would still do matters: its pidfile names a dead process (which the next
+//! dockerd accepts) and the stop's cleanup removes the rest.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+use super::cleanup::all_procs;
+use super::send;
+
+/// What dockerd logs once its own shutdown is done (every engine version the harness
+/// runs, 20.10 to 29); what follows it is the stop of its managed containerd.
+pub(super) const SHUTDOWN_COMPLETE: &str = "Daemon shutdown complete";
+/// How often the exit is polled: a restart waits on it, so finer than readiness.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// Waits up to `limit` for the engine's first process (`child`: dockerd, or rootlesskit
+/// around it) to exit after SIGTERM; true if it exited. `log` is dockerd's log and
+/// `log_from` its length when the SIGTERM was sent, so that an earlier shutdown's line
+/// (before a restart) is not taken for this one's.
+pub(super) async fn await_exit(
+    child: &mut tokio::process::Child,
+    log: &Path,
+    log_from: u64,
+    limit: Duration,
+) -> bool {
+    let watch = async {
+        let mut killed = false;
+        loop {
+            tokio::select! {
+                // An error waiting means there is no child left to wait for.
+                _ = child.wait() => return,
+                _ = tokio::time::sleep(EXIT_POLL) => {}
+            }
+            if !killed
+                && let Some(first) = child.id()
+                && shutdown_logged(log, log_from)
+                && let Some(dockerd) = only_sleeping(first)
+            {
+                send(dockerd, Signal::KILL);
+                killed = true;
+            }
+        }
+    };
+    tokio::time::timeout(limit, watch).await.is_ok()
+}
+
+/// Whether `log`, past its first `from` bytes, says dockerd's shutdown is complete.
+fn shutdown_logged(log: &Path, from: u64) -> bool {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return false;
+    };
+    if file.seek(std::io::SeekFrom::Start(from)).is_err() {
+        return false;
+    }
+    // dockerd logs a few dozen lines while it shuts down; the bound keeps a runaway
+    // log from being read whole every poll.
+    let mut text = Vec::new();
+    let _ = file.take(1 << 20).read_to_end(&mut text);
+    String::from_utf8_lossy(&text).contains(SHUTDOWN_COMPLETE)
+}
+
+/// The pid of the dockerd at or under `first` once its containerd is gone and reaped
+/// (what remains of its shutdown is the poll); `None` while its containerd runs or is
+/// not yet reaped, or when no dockerd is found (then the wait goes on as before).
+/// An unreaped containerd counts as there: killed then, dockerd would hand the zombie
+/// to init, and until init reaps it the next dockerd takes it for a running containerd
+/// (moby's `process.Alive` is `kill(pid, 0)`) and waits 10 s for it (measured here).
+fn only_sleeping(first: u32) -> Option<u32> {
+    let procs = all_procs();
+    let mut tree = vec![i32::try_from(first).ok()?];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(procs.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
+        i += 1;
+    }
+    let dockerd = procs
+        .iter()
+        .find(|p| tree.contains(&p.pid) && p.comm == "dockerd" && !p.zombie)?;
+    let containerd_left = procs
+        .iter()
+        .any(|p| p.ppid == dockerd.pid && p.comm == "containerd");
+    (!containerd_left).then(|| u32::try_from(dockerd.pid).ok())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_shutdown_after_the_offset_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dockerd.log");
+        let earlier =
+            format!("level=info msg=\"{SHUTDOWN_COMPLETE}\"\nlevel=info msg=\"Starting up\"\n");
+        std::fs::write(&log, &earlier).unwrap();
+        assert!(shutdown_logged(&log, 0));
+        assert!(!shutdown_logged(&log, earlier.len() as u64));
+        std::fs::write(
+            &log,
+            format!("{earlier}level=info msg=\"Processing signal 'terminated'\"\n"),
+        )
+        .unwrap();
+        assert!(!shutdown_logged(&log, earlier.len() as u64));
+        std::fs::write(
+            &log,
+            format!("{earlier}level=info msg=\"{SHUTDOWN_COMPLETE}\"\n"),
+        )
+        .unwrap();
+        assert!(shutdown_logged(&log, earlier.len() as u64));
+        assert!(!shutdown_logged(&dir.path().join("missing.log"), 0));
+    }
+
+    #[test]
+    fn a_process_that_is_not_dockerd_is_never_taken_for_one() {
+        // This test process has no dockerd at or under it: the wait must not kill.
+        assert_eq!(only_sleeping(std::process::id()), None);
+    }
+}
