@@ -152,7 +152,9 @@ async fn measure(
     std::fs::write(&script, CHECKLIST)
         .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", script.display())))?;
     let snapshots = work.path().join("snapshots");
-    let warm_report = work.path().join("warm-up.json");
+    // Every harness run writes its report here, and each is checked: a run that
+    // skipped the work would otherwise be timed as if it had done it.
+    let run_report = work.path().join("run.json");
     // The harness checks the engine as `host`, where `count = "auto"` would ask a
     // driver this machine may not have: the copy says how many GPUs the private
     // engine was given.
@@ -192,10 +194,9 @@ async fn measure(
         .env("DOCKER_HOST", &docker_host)
         // The warm-up records `.snap.new` (outside CI); timed runs write nothing.
         .env("CI", if update { "false" } else { "true" })
+        .arg("--json")
+        .arg(&run_report)
         .kill_on_drop(true);
-        if update {
-            c.arg("--json").arg(&warm_report);
-        }
         if same_work {
             for check in CHECKLIST_EQUIVALENTS {
                 c.arg("--filter").arg(format!("{}::{check}", seed.name));
@@ -223,8 +224,26 @@ async fn measure(
                 )
             ))
         })?;
-    let (compared, skipped) = compared_work(&warm_report)?;
-    timed("harness", harness_cmd(false, true)).await?;
+    let (compared, skipped) = compared_work(&run_report)?;
+    // Each timed run must have done what the warm-up did: the four checks passed, and
+    // the whole scenario as many checks compared.
+    let timed_harness = async |same_work: bool| -> Result<Duration, BenchError> {
+        let took = timed("harness", harness_cmd(false, same_work)).await?;
+        let did = compared_work(&run_report)?;
+        let expected = if same_work {
+            (CHECKLIST_EQUIVALENTS.len(), 0)
+        } else {
+            (compared, skipped)
+        };
+        if did != expected {
+            return Err(BenchError::Io(format!(
+                "a timed harness run compared {} checks and skipped {} where {} and {} were expected: its time would not be for the same work",
+                did.0, did.1, expected.0, expected.1
+            )));
+        }
+        Ok(took)
+    };
+    timed_harness(true).await?;
 
     let mut result = BenchResult {
         checklist: Vec::new(),
@@ -237,12 +256,8 @@ async fn measure(
         result
             .checklist
             .push(timed("checklist", checklist_cmd()).await?);
-        result
-            .harness
-            .push(timed("harness", harness_cmd(false, true)).await?);
-        result
-            .whole
-            .push(timed("harness", harness_cmd(false, false)).await?);
+        result.harness.push(timed_harness(true).await?);
+        result.whole.push(timed_harness(false).await?);
     }
     Ok(result)
 }

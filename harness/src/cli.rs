@@ -475,6 +475,13 @@ fn run(args: RunArgs) -> ExitCode {
         .clone()
         .unwrap_or_else(|| runner::default_snapshot_dir(&base));
     let mut opts = run_options(&args, backend, snapshot_dir, &scenarios);
+    if opts.selection.as_ref().is_some_and(|s| s.is_empty()) {
+        // A run that checks nothing must not exit 0 as if all had passed.
+        return config_error(format!(
+            "--filter {}: matches no check (trials are named <scenario>::<check>; `cdi-harness list` shows them)",
+            args.filter.join(" --filter ")
+        ));
+    }
     opts.not_applicable = plan.skipped;
     let view = attach_live_view(&mut opts, args.quiet);
     if backend == BackendKind::Sim && args.image.is_some() {
@@ -860,5 +867,74 @@ fn normalize(file: &Path) -> ExitCode {
                 file.display()
             )),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        match cli.command {
+            Command::Run(args) => *args,
+            _ => panic!("not `run`"),
+        }
+    }
+
+    #[test]
+    fn filters_given_twice_select_what_matches_either() {
+        let scenarios: Vec<Scenario> = ["seed", "multi-gpu"]
+            .iter()
+            .map(|n| {
+                scenario::load(
+                    &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/{n}.toml")),
+                )
+                .expect("scenario loads")
+            })
+            .collect();
+        let args = run_args(&[
+            "cdi-harness",
+            "run",
+            "--filter",
+            "seed::device_all",
+            "--filter",
+            "::gpus_flag",
+        ]);
+        let opts = run_options(
+            &args,
+            BackendKind::Sim,
+            PathBuf::from("snapshots"),
+            &scenarios,
+        );
+        let selected: Vec<String> = opts.selection.expect("a selection").into_iter().collect();
+        assert_eq!(
+            selected,
+            [
+                "multi-gpu::gpus_flag",
+                "seed::device_all",
+                "seed::gpus_flag"
+            ]
+        );
+        let none = run_args(&["cdi-harness", "run"]);
+        assert!(
+            run_options(&none, BackendKind::Sim, PathBuf::from("s"), &scenarios)
+                .selection
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_bad_docker_host_is_refused_before_anything_runs() {
+        let args = run_args(&[
+            "cdi-harness",
+            "run",
+            "--scenario",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seed.toml"),
+            "--docker-host",
+            "ssh-ish://x",
+        ]);
+        let err = checked_inputs(&args).expect_err("refused");
+        assert!(err.contains("--docker-host ssh-ish://x"), "{err}");
     }
 }

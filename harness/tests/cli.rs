@@ -542,3 +542,29 @@ fn library_commands_survive_a_closed_stdout() {
     ]);
     ends_quietly_on_a_closed_stdout(&["report".into(), "diff".into(), report.clone(), report]);
 }
+
+#[test]
+fn a_filter_that_matches_no_check_is_a_usage_error_not_a_pass() {
+    let out = bin()
+        .args([
+            "run",
+            "--backend",
+            "sim",
+            "--scenario",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seed.toml"),
+            "--filter",
+            "seed::no_such_check",
+            "--filter",
+            "other::device_all",
+        ])
+        .output()
+        .expect("run");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("--filter seed::no_such_check --filter other::device_all: matches no check"),
+        "{t}"
+    );
+    // Refused before any engine was started.
+    assert!(!t.contains("scenario(s) on the sim backend"), "{t}");
+}

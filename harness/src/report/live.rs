@@ -24,10 +24,12 @@ pub struct LiveView {
 }
 
 impl LiveView {
-    /// A view on stderr; hidden (lines only) when stderr is not a terminal, or when
-    /// `spinners` is false.
+    /// A view on stderr; hidden (lines only) when stderr is not a terminal, when the
+    /// terminal says it cannot move the cursor (`TERM=dumb`: some CI systems give a
+    /// terminal whose log would fill with redraws), or when `spinners` is false.
     pub fn stderr(spinners: bool) -> LiveView {
-        let target = if spinners {
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        let target = if spinners && !dumb {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()

@@ -3,8 +3,8 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// Short human durations: `0.21s`, `12.3s`, `2m05s`.
-/// `0.21s`, `12.3s`, `2m05s`: short and of steady width for the table's TIME column.
+/// Short human durations, `0.21s`, `12.3s`, `2m05s`: of steady width for the table's
+/// TIME column.
 /// Kept by hand on purpose: humantime (a dependency) writes `210ms` or `12s 345ms`,
 /// which is exact but ragged in a column and noisy at a glance.
 pub(super) fn format_duration(d: Duration) -> String {

@@ -113,6 +113,10 @@ struct Relaunch {
     path_env: OsString,
     log_path: PathBuf,
     start_timeout: Duration,
+    /// The pidfiles dockerd removes at the very end of its exit (its own, its
+    /// containerd's): removed by the harness when it cut that end short, so that the
+    /// next dockerd never takes a reused pid in them for its own or its containerd.
+    pidfiles: Vec<PathBuf>,
 }
 
 impl PrivateEngine {
@@ -226,6 +230,10 @@ impl PrivateEngine {
             path_env: path_env.clone(),
             log_path: log_path.clone(),
             start_timeout: opts.start_timeout,
+            pidfiles: vec![
+                state_dir.join("d.pid"),
+                state_dir.join("exec/containerd/containerd.pid"),
+            ],
         });
         let (program, command_line) = match (&plan, &layout) {
             (Some(p), Some(l)) => (p.script.clone(), p.command_line(l, &args)),
@@ -475,9 +483,14 @@ impl PrivateEngine {
                     // Our own, not yet reaped, child: the pid is still its.
                     send(pid, Signal::TERM);
                 }
-                let exited =
+                let exit =
                     shutdown::await_exit(child, &relaunch.log_path, log_from, STOP_GRACE).await;
-                if !exited {
+                if exit == shutdown::Exit::KilledIdle {
+                    for stale in &relaunch.pidfiles {
+                        let _ = std::fs::remove_file(stale);
+                    }
+                }
+                if exit == shutdown::Exit::TimedOut {
                     kill_group(child);
                     let _ = child.start_kill();
                     let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -628,7 +641,9 @@ impl PrivateEngine {
                 // Our own, not yet reaped, child: the pid is still its.
                 send(pid, Signal::TERM);
             }
-            if !shutdown::await_exit(&mut child, &log, log_from, grace).await {
+            if shutdown::await_exit(&mut child, &log, log_from, grace).await
+                == shutdown::Exit::TimedOut
+            {
                 kill_group(&child);
                 let _ = child.start_kill();
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;

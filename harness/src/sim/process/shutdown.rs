@@ -24,18 +24,31 @@ pub(super) const SHUTDOWN_COMPLETE: &str = "Daemon shutdown complete";
 /// How often the exit is polled: a restart waits on it, so finer than readiness.
 const EXIT_POLL: Duration = Duration::from_millis(20);
 
+/// How the wait for a SIGTERMed engine ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// It exited by itself.
+    Exited,
+    /// Its shutdown was complete and only the idle poll was left: it was killed, so
+    /// what dockerd removes after that poll (its pidfile, its containerd's pidfile) is
+    /// still there, naming dead processes.
+    KilledIdle,
+    /// It did not exit within the limit.
+    TimedOut,
+}
+
 /// Waits up to `limit` for the engine's first process (`child`: dockerd, or rootlesskit
-/// around it) to exit after SIGTERM; true if it exited. `log` is dockerd's log and
-/// `log_from` its length when the SIGTERM was sent, so that an earlier shutdown's line
-/// (before a restart) is not taken for this one's.
+/// around it) to exit after SIGTERM. `log` is dockerd's log and `log_from` its length
+/// when the SIGTERM was sent, so that an earlier shutdown's line (before a restart) is
+/// not taken for this one's.
 pub(super) async fn await_exit(
     child: &mut tokio::process::Child,
     log: &Path,
     log_from: u64,
     limit: Duration,
-) -> bool {
+) -> Exit {
+    let mut killed = false;
     let watch = async {
-        let mut killed = false;
         loop {
             tokio::select! {
                 // An error waiting means there is no child left to wait for.
@@ -52,7 +65,11 @@ pub(super) async fn await_exit(
             }
         }
     };
-    tokio::time::timeout(limit, watch).await.is_ok()
+    match tokio::time::timeout(limit, watch).await {
+        Err(_) => Exit::TimedOut,
+        Ok(()) if killed => Exit::KilledIdle,
+        Ok(()) => Exit::Exited,
+    }
 }
 
 /// Whether `log`, past its first `from` bytes, says dockerd's shutdown is complete.
@@ -71,12 +88,13 @@ fn shutdown_logged(log: &Path, from: u64) -> bool {
     String::from_utf8_lossy(&text).contains(SHUTDOWN_COMPLETE)
 }
 
-/// The pid of the dockerd at or under `first` once its containerd is gone and reaped
-/// (what remains of its shutdown is the poll); `None` while its containerd runs or is
-/// not yet reaped, or when no dockerd is found (then the wait goes on as before).
-/// An unreaped containerd counts as there: killed then, dockerd would hand the zombie
-/// to init, and until init reaps it the next dockerd takes it for a running containerd
-/// (moby's `process.Alive` is `kill(pid, 0)`) and waits 10 s for it (measured here).
+/// The pid of the dockerd at or under `first` once it has no child process left, not
+/// even an unreaped one (its containerd gone: what remains of its shutdown is the
+/// poll); `None` while any child is there, or when no dockerd is found (then the wait
+/// goes on as before). Any child counts, whatever its name (a wrapped containerd), and
+/// an unreaped one too: killed then, dockerd would hand the zombie to init, and until
+/// init reaps it the next dockerd takes it for a running containerd (moby's
+/// `process.Alive` is `kill(pid, 0)`) and waits 10 s for it (measured here).
 fn only_sleeping(first: u32) -> Option<u32> {
     let procs = all_procs();
     let mut tree = vec![i32::try_from(first).ok()?];
@@ -89,10 +107,8 @@ fn only_sleeping(first: u32) -> Option<u32> {
     let dockerd = procs
         .iter()
         .find(|p| tree.contains(&p.pid) && p.comm == "dockerd" && !p.zombie)?;
-    let containerd_left = procs
-        .iter()
-        .any(|p| p.ppid == dockerd.pid && p.comm == "containerd");
-    (!containerd_left).then(|| u32::try_from(dockerd.pid).ok())?
+    let child_left = procs.iter().any(|p| p.ppid == dockerd.pid);
+    (!child_left).then(|| u32::try_from(dockerd.pid).ok())?
 }
 
 #[cfg(test)]
