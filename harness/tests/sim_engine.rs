@@ -948,6 +948,26 @@ async fn dropping_two_rootless_engines_cleans_up() {
     }
 }
 
+/// `cdi-harness run --backend sim --quiet` on one scenario's checks matching `filter`,
+/// with its snapshots in `snapshots`, outside CI (the caller adds what the case needs).
+fn quiet_sim_run(scenario: &Path, filter: &str, snapshots: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"));
+    c.args([
+        "run",
+        "--backend",
+        "sim",
+        "--quiet",
+        "--filter",
+        filter,
+        "--scenario",
+    ])
+    .arg(scenario)
+    .arg("--snapshots")
+    .arg(snapshots)
+    .env_remove("CI");
+    c
+}
+
 /// The verdicts of a whole run, through the binary, where issue #9 found them wrong: a
 /// changed spec with insta's escape hatches set in the environment, and a declared
 /// failure that the scenario says must fail for another cause.
@@ -967,22 +987,9 @@ fn run_verdicts_ignore_insta_variables_and_demand_the_declared_cause() {
     assert_ne!(stored, tampered, "the snapshot names the kind");
     std::fs::write(snaps.join("seed.snap"), tampered).expect("write");
     let run = |scenario: &Path, filter: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"))
-            .args([
-                "run",
-                "--backend",
-                "sim",
-                "--quiet",
-                "--filter",
-                filter,
-                "--scenario",
-            ])
-            .arg(scenario)
-            .arg("--snapshots")
-            .arg(work.path().join("snapshots"))
+        quiet_sim_run(scenario, filter, &work.path().join("snapshots"))
             .env("INSTA_FORCE_PASS", "1")
             .env("INSTA_UPDATE", "always")
-            .env_remove("CI")
             .output()
             .expect("cdi-harness runs")
     };
@@ -1029,22 +1036,12 @@ fn a_first_snapshot_is_new_outside_ci_and_a_failure_in_ci() {
     let work = tempfile::tempdir().expect("tempdir");
     let json = work.path().join("report.json");
     let run = |ci: bool| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cdi-harness"));
-        c.args([
-            "run",
-            "--backend",
-            "sim",
-            "--quiet",
-            "--filter",
+        let mut c = quiet_sim_run(
+            &root.join("scenarios/seed.toml"),
             "spec_snapshot",
-            "--scenario",
-        ])
-        .arg(root.join("scenarios/seed.toml"))
-        .arg("--snapshots")
-        .arg(work.path().join("snapshots"))
-        .arg("--json")
-        .arg(&json)
-        .env_remove("CI");
+            &work.path().join("snapshots"),
+        );
+        c.arg("--json").arg(&json);
         if ci {
             c.arg("--ci");
         }
