@@ -305,21 +305,13 @@ pub fn gather(host: &dyn HostSource) -> Probes {
         .ok()
         .map(|t| UnitState::parse(&t))
         .filter(|u| !u.absent());
-    let mut sockets = vec![(
-        "rootful".to_string(),
-        PathBuf::from("/run/docker.sock"),
-        host.file_info(Path::new("/run/docker.sock")),
-    )];
-    let user = host.user();
-    let runtime_dir = host
-        .env("XDG_RUNTIME_DIR")
-        .unwrap_or_else(|| format!("/run/user/{}", user.uid));
-    let rootless = PathBuf::from(runtime_dir).join("docker.sock");
-    sockets.push((
-        "rootless".into(),
-        rootless.clone(),
-        host.file_info(&rootless),
-    ));
+    let mut sockets: Vec<(String, PathBuf, _)> = crate::host::default_sockets(host)
+        .into_iter()
+        .map(|(what, path)| {
+            let info = host.file_info(&path);
+            (what.to_string(), path, info)
+        })
+        .collect();
     let chosen_socket = match host.env("DOCKER_HOST") {
         Some(h) => h
             .strip_prefix("unix://")
@@ -347,7 +339,7 @@ pub fn gather(host: &dyn HostSource) -> Probes {
         docker_socket_unit,
         sockets,
         chosen_socket,
-        user,
+        user: host.user(),
         engine,
     }
 }

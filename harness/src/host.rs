@@ -180,6 +180,19 @@ pub struct UserInfo {
     pub gids: Vec<u32>,
 }
 
+/// The sockets a Docker client tries when `DOCKER_HOST` is not set, in its order: the
+/// rootful engine's, then the rootless one of this user (`$XDG_RUNTIME_DIR`, else
+/// `/run/user/<uid>`). One list for `doctor`, the backend choice and `scenario init`.
+pub fn default_sockets(host: &dyn HostSource) -> [(&'static str, PathBuf); 2] {
+    let runtime_dir = host
+        .env("XDG_RUNTIME_DIR")
+        .unwrap_or_else(|| format!("/run/user/{}", host.user().uid));
+    [
+        ("rootful", PathBuf::from("/run/docker.sock")),
+        ("rootless", PathBuf::from(runtime_dir).join("docker.sock")),
+    ]
+}
+
 /// Everything `doctor` reads from the machine.
 pub trait HostSource {
     /// `systemctl show -p <props> <unit>` output.

@@ -93,17 +93,15 @@ pub fn default_engine_socket(host: &dyn HostSource) -> Result<(String, PathBuf),
             )),
         };
     }
-    let rootful = PathBuf::from("/run/docker.sock");
-    if host.file_info(&rootful).is_some() {
-        return Ok(("the rootful socket".to_string(), rootful));
-    }
-    let dir = host
-        .env("XDG_RUNTIME_DIR")
-        .unwrap_or_else(|| format!("/run/user/{}", host.user().uid));
-    Ok((
-        "the rootless socket".to_string(),
-        PathBuf::from(dir).join("docker.sock"),
-    ))
+    // The first that exists, else the last (the rootless one: its absence is then what
+    // the probe reports).
+    let [rootful, rootless] = crate::host::default_sockets(host);
+    let (what, path) = if host.file_info(&rootful.1).is_some() {
+        rootful
+    } else {
+        rootless
+    };
+    Ok((format!("the {what} socket"), path))
 }
 
 /// The `auto` choice from what the driver and the default engine answered: `host` only

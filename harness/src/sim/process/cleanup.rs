@@ -39,7 +39,7 @@ pub(super) struct ProcInfo {
     pub(super) comm: String,
     cmdline: String,
     /// Start time in clock ticks since boot: with the pid, names a process for good.
-    start: u64,
+    pub(super) start: u64,
 }
 
 /// One process as cleanup needs it, read with procfs (`/proc/<pid>/stat` and

@@ -16,7 +16,6 @@ use std::time::Duration;
 use rustix::process::Signal;
 
 use super::cleanup::all_procs;
-use super::send;
 
 /// What dockerd logs once its own shutdown is done (every engine version the harness
 /// runs, 20.10 to 29); what follows it is the stop of its managed containerd.
@@ -60,8 +59,7 @@ pub(super) async fn await_exit(
                 && shutdown_logged(log, log_from)
                 && let Some(dockerd) = only_sleeping(first)
             {
-                send(dockerd, Signal::KILL);
-                killed = true;
+                killed = kill_exactly(dockerd);
             }
         }
     };
@@ -88,6 +86,24 @@ fn shutdown_logged(log: &Path, from: u64) -> bool {
     String::from_utf8_lossy(&text).contains(SHUTDOWN_COMPLETE)
 }
 
+/// SIGKILL to exactly the process `(pid, start time)`: a rootless engine's dockerd is
+/// not the harness's own child, so its pid alone could name another process by the
+/// time the signal goes. A pidfd pins the process; its start time, read after the pidfd
+/// was opened, proves it is the one that was seen. False if it is gone or not it.
+fn kill_exactly((pid, start): (i32, u64)) -> bool {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open, pidfd_send_signal};
+    let Some(raw) = Pid::from_raw(pid) else {
+        return false;
+    };
+    let Ok(fd) = pidfd_open(raw, PidfdFlags::empty()) else {
+        return false;
+    };
+    let same = procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|st| st.starttime == start);
+    same && pidfd_send_signal(&fd, Signal::KILL).is_ok()
+}
+
 /// The pid of the dockerd at or under `first` once it has no child process left, not
 /// even an unreaped one (its containerd gone: what remains of its shutdown is the
 /// poll); `None` while any child is there, or when no dockerd is found (then the wait
@@ -95,7 +111,7 @@ fn shutdown_logged(log: &Path, from: u64) -> bool {
 /// an unreaped one too: killed then, dockerd would hand the zombie to init, and until
 /// init reaps it the next dockerd takes it for a running containerd (moby's
 /// `process.Alive` is `kill(pid, 0)`) and waits 10 s for it (measured here).
-fn only_sleeping(first: u32) -> Option<u32> {
+fn only_sleeping(first: u32) -> Option<(i32, u64)> {
     let procs = all_procs();
     let mut tree = vec![i32::try_from(first).ok()?];
     let mut i = 0;
@@ -108,7 +124,7 @@ fn only_sleeping(first: u32) -> Option<u32> {
         .iter()
         .find(|p| tree.contains(&p.pid) && p.comm == "dockerd" && !p.zombie)?;
     let child_left = procs.iter().any(|p| p.ppid == dockerd.pid);
-    (!child_left).then(|| u32::try_from(dockerd.pid).ok())?
+    (!child_left).then_some((dockerd.pid, dockerd.start))
 }
 
 #[cfg(test)]
@@ -137,6 +153,31 @@ mod tests {
         .unwrap();
         assert!(shutdown_logged(&log, earlier.len() as u64));
         assert!(!shutdown_logged(&dir.path().join("missing.log"), 0));
+    }
+
+    #[test]
+    fn only_the_process_seen_is_killed() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = i32::try_from(sleeper.id()).unwrap();
+        let start = procfs::process::Process::new(pid)
+            .unwrap()
+            .stat()
+            .unwrap()
+            .starttime;
+        // Another start time: another process that got the same pid. Left alone.
+        assert!(!kill_exactly((pid, start + 1)));
+        assert!(
+            sleeper.try_wait().unwrap().is_none(),
+            "killed the wrong one"
+        );
+        assert!(kill_exactly((pid, start)));
+        assert_eq!(sleeper.wait().unwrap().signal(), Some(9));
+        // Gone: nothing to kill.
+        assert!(!kill_exactly((pid, start)));
     }
 
     #[test]
