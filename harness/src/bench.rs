@@ -214,7 +214,7 @@ async fn measure(
             BenchError::Io(format!(
                 "the harness's warm-up run recorded no snapshot of the seed's spec ({e}); it exited {} saying: {}",
                 warm_up.status,
-                last_lines(
+                crate::sim::last_lines(
                     &format!(
                         "{}{}",
                         String::from_utf8_lossy(&warm_up.stdout),
@@ -222,6 +222,7 @@ async fn measure(
                     ),
                     8
                 )
+                .replace('\n', " / ")
             ))
         })?;
     let (compared, skipped) = compared_work(&run_report)?;
@@ -297,18 +298,8 @@ fn compared_work(report: &Path) -> Result<(usize, usize), BenchError> {
             )));
         }
     }
-    let skipped = report
-        .results
-        .iter()
-        .filter(|r| r.status == Status::Skip)
-        .count();
+    let skipped = report.count(Status::Skip);
     Ok((report.results.len() - skipped, skipped))
-}
-
-/// The last `n` lines of `text`, joined with " / " (one line of an error message).
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join(" / ")
 }
 
 async fn timed_output(
@@ -432,14 +423,7 @@ pub async fn suite(
     let status = status.map_err(|e| BenchError::Io(format!("waiting for the suite: {e}")))?;
     let checks = crate::report::read_json(&work.path().join("suite.json"))
         .ok()
-        .map(|r| {
-            let skipped = r
-                .results
-                .iter()
-                .filter(|c| c.status == crate::outcome::Status::Skip)
-                .count();
-            (r.results.len(), skipped)
-        });
+        .map(|r| (r.results.len(), r.count(crate::outcome::Status::Skip)));
     Ok(SuiteMeasure {
         wall,
         peak_rss_kib: peak,

@@ -126,7 +126,8 @@ pub(super) fn read_tail(path: &Path, lines: usize) -> String {
     }
 }
 
-pub(super) fn last_lines(text: &str, lines: usize) -> String {
+/// The last `lines` lines of `text` (a log tail for a message).
+pub(crate) fn last_lines(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

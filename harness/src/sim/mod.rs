@@ -36,6 +36,7 @@
 
 mod config;
 mod diagnosis;
+pub(crate) use diagnosis::last_lines;
 mod discovery;
 mod error;
 mod gpu;

@@ -233,7 +233,7 @@ fn check_tun(switch_user: bool) -> Result<Option<rustix::fs::Dev>, SimError> {
         }
     };
     if switch_user {
-        return Ok(Some(meta.rdev() as rustix::fs::Dev));
+        return Ok(Some(meta.rdev()));
     }
     // access(2): checked with the real ids, as the engine's user will open it.
     let usable = rustix::fs::access(

@@ -66,18 +66,21 @@ fn read_proc(process: &procfs::process::Process) -> Option<ProcInfo> {
 /// includes processes without the marker in their arguments (slirp4netns), found
 /// this way while rootlesskit still lives and killed at cleanup if they outlive it.
 pub(super) fn process_tree(pid: u32) -> Vec<(i32, u64)> {
-    let procs = all_procs();
-    let mut found: Vec<(i32, u64)> = procs
-        .iter()
-        .filter(|p| p.pid == pid as i32)
+    descendants(&all_procs(), pid)
+        .into_iter()
         .map(|p| (p.pid, p.start))
-        .collect();
+        .collect()
+}
+
+/// `pid` and all its descendants among `procs` (one reading of /proc), `pid` first.
+pub(super) fn descendants(procs: &[ProcInfo], pid: u32) -> Vec<&ProcInfo> {
+    let mut found: Vec<&ProcInfo> = procs.iter().filter(|p| p.pid == pid as i32).collect();
     let mut i = 0;
     while i < found.len() {
-        let parent = found[i].0;
-        for p in &procs {
-            if p.ppid == parent && !found.iter().any(|f| f.0 == p.pid) {
-                found.push((p.pid, p.start));
+        let parent = found[i].pid;
+        for p in procs {
+            if p.ppid == parent && !found.iter().any(|f| f.pid == p.pid) {
+                found.push(p);
             }
         }
         i += 1;

@@ -7,19 +7,20 @@
 //! nothing was left to do: measured here, 1.0 s of each engine's stop and of each
 //! `restart_always` restart. Once dockerd has logged that its shutdown is complete and
 //! its containerd has exited, dockerd is only sleeping out that poll, and is killed.
-//! Nothing it would still do matters: its pidfile names a dead process (which the next
-//! dockerd accepts) and the stop's cleanup removes the rest.
+//! What it would still have done is remove two pidfiles: a restart removes them
+//! ([`Exit::KilledIdle`]), a stop's cleanup removes the whole directory.
 
 use std::path::Path;
 use std::time::Duration;
 
 use rustix::process::Signal;
 
-use super::cleanup::all_procs;
+use super::cleanup::{all_procs, descendants};
 
-/// What dockerd logs once its own shutdown is done (every engine version the harness
-/// runs, 20.10 to 29); what follows it is the stop of its managed containerd.
-pub(super) const SHUTDOWN_COMPLETE: &str = "Daemon shutdown complete";
+/// What dockerd logs once its own shutdown is done (seen here from engines 26.1 and
+/// 28.5); what follows it is the stop of its managed containerd. An engine that logs
+/// otherwise is only waited for, as before.
+const SHUTDOWN_COMPLETE: &str = "Daemon shutdown complete";
 /// How often the exit is polled: a restart waits on it, so finer than readiness.
 const EXIT_POLL: Duration = Duration::from_millis(20);
 
@@ -113,16 +114,9 @@ fn kill_exactly((pid, start): (i32, u64)) -> bool {
 /// `process.Alive` is `kill(pid, 0)`) and waits 10 s for it (measured here).
 fn only_sleeping(first: u32) -> Option<(i32, u64)> {
     let procs = all_procs();
-    let mut tree = vec![i32::try_from(first).ok()?];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(procs.iter().filter(|p| p.ppid == parent).map(|p| p.pid));
-        i += 1;
-    }
-    let dockerd = procs
-        .iter()
-        .find(|p| tree.contains(&p.pid) && p.comm == "dockerd" && !p.zombie)?;
+    let dockerd = descendants(&procs, first)
+        .into_iter()
+        .find(|p| p.comm == "dockerd" && !p.zombie)?;
     let child_left = procs.iter().any(|p| p.ppid == dockerd.pid);
     (!child_left).then_some((dockerd.pid, dockerd.start))
 }
